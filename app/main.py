@@ -1,0 +1,187 @@
+"""The app factory: all wiring in one place.
+
+`create_app(settings)` builds one ASGI application that runs the RabbitMQ broker in its
+lifespan and serves the HTTP routes. Start-up order: migrations (under an advisory lock) →
+database pool → broker (exchange, queue, binding) → parking-lot queue → reconciler →
+ready. Shutdown: not ready → stop consuming and let in-flight payments finish (grace
+period) → flush → close.
+
+`app` at module level is what `faststream docs gen app.main:app` reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.asgi import AsgiFastStream
+from faststream.asgi.factories import AsyncAPIRoute
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from faststream.specification import AsyncAPI
+from loguru import logger
+
+from app.auth import StaticTokenAuth
+from app.config import Settings, load_settings
+from app.gateway import RetryingCharger, RetryPolicy, SimulatedGateway
+from app.http import Health, create_http_app
+from app.messaging import (
+    OutcomePublisher,
+    ParkingLot,
+    PublishedMarks,
+    Topology,
+    build_broker,
+    declare_publishers,
+    parking_middleware,
+    register_subscriber,
+)
+from app.persistence.ledger import PaymentLedger
+from app.persistence.migrate import migrate
+from app.persistence.repository import PaymentRepository, make_engine
+from app.reconciler import Reconciler
+from app.service import FaultInjector, PaymentService
+from app.telemetry import ChargeTelemetry, PaymentMetrics
+
+
+class PaymentApp(AsgiFastStream):
+    """FastStream's ASGI app, with every HTTP request that is not one of its own exact
+    routes (the AsyncAPI page) handed to the Starlette router."""
+
+    http: Any = None
+
+    async def not_found(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.http is not None:
+            await self.http(scope, receive, send)
+            return
+        await super().not_found(scope, receive, send)
+
+
+@dataclass
+class Components:
+    """Everything the app wired, for tests and tooling."""
+
+    settings: Settings
+    broker: RabbitBroker
+    topology: Topology
+    metrics: PaymentMetrics
+    ledger: PaymentLedger
+    gateway: SimulatedGateway
+    service: PaymentService
+    outcomes: OutcomePublisher
+    marks: PublishedMarks
+    reconciler: Reconciler
+    health: Health
+    repository: PaymentRepository | None = None
+
+
+def create_app(settings: Settings | None = None, *, gateway: SimulatedGateway | None = None) -> PaymentApp:
+    settings = settings or load_settings()
+    metrics = PaymentMetrics()
+    topology = Topology.from_settings(settings)
+    faults = FaultInjector(settings.payment_fault_inject)
+
+    broker = build_broker(settings, middlewares=(RabbitPrometheusMiddleware(registry=metrics.registry),))
+    parking = ParkingLot(broker, topology, metrics)
+    broker.add_middleware(parking_middleware(parking))
+
+    ledger = PaymentLedger(settings.postgres_dsn(), pool_size=settings.db_pool_size)
+    gateway = gateway or SimulatedGateway(settings.payment_delay_ms, settings.payment_always_succeed)
+    charger = RetryingCharger(
+        gateway,
+        RetryPolicy(
+            max_attempts=settings.payment_retry_max_attempts,
+            timeout_s=settings.payment_gateway_timeout_ms / 1000,
+            base_delay_s=settings.payment_retry_base_delay_ms / 1000,
+            max_delay_s=settings.payment_retry_max_delay_ms / 1000,
+        ),
+        ChargeTelemetry(metrics),
+    )
+    service = PaymentService(ledger, charger, lease_s=settings.payment_lease_seconds, faults=faults)
+    succeeded, failed = declare_publishers(broker, topology)
+    marks = PublishedMarks(ledger.mark_published)
+    outcomes = OutcomePublisher(succeeded, failed, marks, metrics)
+    register_subscriber(broker, topology, service, outcomes, metrics, faults)
+    reconciler = Reconciler(
+        ledger,
+        service,
+        outcomes,
+        metrics,
+        interval_s=settings.reconcile_interval_seconds,
+        lease_s=settings.payment_lease_seconds,
+        concurrency=settings.consumer_concurrency,
+    )
+    health = Health(database=ledger.ping, broker=lambda: broker.ping(timeout=2.0))
+    components = Components(
+        settings, broker, topology, metrics, ledger, gateway, service, outcomes, marks, reconciler, health
+    )
+
+    def repository() -> PaymentRepository:
+        if components.repository is None:
+            raise RuntimeError("the service is not started")
+        return components.repository
+
+    app = PaymentApp(
+        broker,
+        specification=AsyncAPI(
+            title="Foodies payment service",
+            version="1.0.0",
+            description=(
+                "Consumes OrderStockConfirmedEvent, charges the buyer once per order, and publishes "
+                "payment.succeeded or payment.failed. Unprocessable messages are parked in "
+                f"`{topology.dlq.name}` with an `x-rejection-reason` header."
+            ),
+        ),
+        asyncapi_path=AsyncAPIRoute("/docs/asyncapi", try_it_out_path=None),
+    )
+    app.http = create_http_app(
+        health=health, metrics=metrics, repository=repository, auth=StaticTokenAuth(settings.admin_tokens)
+    )
+    app.components = components  # type: ignore[attr-defined]
+
+    @app.on_startup
+    async def prepare_database() -> None:
+        logger.info("starting payment service", settings=settings.summary())
+        await migrate(settings.sqlalchemy_url())
+        logger.info("database migrations applied")
+        await ledger.open()
+        components.repository = PaymentRepository(make_engine(settings.sqlalchemy_url(), pool_size=2))
+
+    @app.after_startup
+    async def finish_startup() -> None:
+        # The broker has declared the exchange, the queue and its binding by now.
+        await broker.declare_queue(topology.dlq)
+        marks.start()
+        reconciler.start()
+        health.started = True
+        logger.info(
+            "ready: consuming {queue}",
+            queue=topology.queue.name,
+            dlq=topology.dlq.name,
+            concurrency=settings.consumer_concurrency,
+        )
+
+    @app.on_shutdown
+    async def stop_taking_work() -> None:
+        health.stopping = True
+        logger.info("shutting down: finishing in-flight payments", grace_seconds=settings.shutdown_grace_seconds)
+        await reconciler.stop()
+
+    @app.after_shutdown
+    async def release_resources() -> None:
+        await marks.stop()
+        await ledger.close()
+        if components.repository is not None:
+            await components.repository.engine.dispose()
+        logger.info("shutdown complete")
+
+    return app
+
+
+def _default_app() -> PaymentApp:
+    try:
+        return create_app()
+    except Exception:  # noqa: BLE001 - a bad environment must not break `docs gen` with defaults
+        return create_app(Settings.model_construct())
+
+
+app = _default_app()

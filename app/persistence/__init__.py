@@ -1,0 +1,1 @@
+"""Where the row is written: the schema, the per-message ledger and the admin repository."""

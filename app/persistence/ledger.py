@@ -1,0 +1,248 @@
+"""The per-message write path on asyncpg directly: claim a payment, record its outcome,
+mark it published. Kept lean on purpose: a few prepared statements, one round trip each.
+
+While PostgreSQL is unreachable every call waits and tries again with backoff (capped at
+a few seconds), so messages stay unacknowledged and nothing spins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+from loguru import logger
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+
+from app.domain import ChargeResult, Payment, PaymentRequest
+from app.persistence.mapping import COLUMNS, payment_from_row
+
+T = TypeVar("T")
+
+_RETURNING = ", ".join(COLUMNS)
+_UNFINISHED = "('PENDING', 'PROCESSING')"
+
+SQL_CLAIM = f"""
+INSERT INTO payments (order_id, buyer_id, amount, currency, status, payment_method_type,
+    card_last_four, card_brand, card_holder_name, expiration_month, expiration_year,
+    event_id, lease_owner, lease_until)
+VALUES ($1, $2, $3, $4, 'PROCESSING', $5, $6, $7, $8, $9, $10, $11, $12,
+    now() + make_interval(secs => $13))
+ON CONFLICT (order_id) DO NOTHING
+RETURNING {_RETURNING}
+"""
+SQL_BY_ORDER = f"SELECT {_RETURNING}, lease_owner, lease_until > now() AS lease_live FROM payments WHERE order_id = $1"
+SQL_BY_ID = f"SELECT {_RETURNING} FROM payments WHERE id = $1"
+SQL_TAKE_OVER = f"""
+UPDATE payments SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
+WHERE id = $1 AND status IN {_UNFINISHED} AND (lease_until IS NULL OR lease_until < now())
+RETURNING {_RETURNING}
+"""
+SQL_RECORD = f"""
+UPDATE payments SET status = $2, transaction_id = $3, failure_reason = $4, failure_code = $5,
+    processed_at = now(), updated_at = now(), lease_until = NULL, lease_owner = NULL
+WHERE id = $1 AND status IN {_UNFINISHED}
+RETURNING {_RETURNING}
+"""
+SQL_MARK_PUBLISHED = """
+UPDATE payments SET published_at = now(), lease_until = NULL
+WHERE id = ANY($1::bigint[]) AND published_at IS NULL
+"""
+SQL_EXPIRED_LEASES = f"""
+SELECT id FROM payments
+WHERE status IN {_UNFINISHED} AND (lease_until IS NULL OR lease_until < now())
+ORDER BY lease_until NULLS FIRST LIMIT $1
+"""
+# Final outcomes not yet confirmed by the broker, older than a grace period (so the worker
+# that recorded them has had its chance); claimed with a short lease so that replicas do
+# not all publish the same outcome.
+SQL_CLAIM_UNPUBLISHED = f"""
+UPDATE payments SET lease_until = now() + make_interval(secs => $3)
+WHERE id IN (
+    SELECT id FROM payments
+    WHERE published_at IS NULL AND status IN ('SUCCEEDED', 'FAILED')
+      AND processed_at < now() - make_interval(secs => $1)
+      AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY processed_at LIMIT $2
+    FOR UPDATE SKIP LOCKED)
+RETURNING {_RETURNING}
+"""
+SQL_BACKLOG = f"""
+SELECT
+  count(*) FILTER (WHERE status IN {_UNFINISHED}) AS in_flight,
+  count(*) FILTER (WHERE status IN {_UNFINISHED} AND lease_until < now() - make_interval(secs => $1)) AS stuck,
+  count(*) FILTER (WHERE published_at IS NULL AND status IN ('SUCCEEDED', 'FAILED')) AS unpublished
+FROM payments
+WHERE status IN {_UNFINISHED} OR published_at IS NULL
+"""
+
+
+async def _no_reset(_connection: asyncpg.Connection) -> None:
+    """Nothing in this service changes session state, so skip asyncpg's reset round trip."""
+
+
+class PaymentLedger:
+    def __init__(self, dsn: str, pool_size: int = 10, max_wait_s: float = 5.0) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.max_wait_s = max_wait_s
+        self._pool: asyncpg.Pool | None = None
+        self._closing = False
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            reset=_no_reset,
+            timeout=5,
+            command_timeout=30,
+            max_inactive_connection_lifetime=60,
+        )
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout=5)
+            except (TimeoutError, Exception):  # noqa: BLE001 - closing a broken pool
+                self._pool.terminate()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the payment ledger is not open")
+        return self._pool
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.pool.fetchval("SELECT 1") == 1
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return False
+
+    async def _patiently(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run one statement, waiting out database outages (backoff, no hot loop)."""
+
+        def should_retry(error: BaseException) -> bool:
+            return not self._closing and _is_outage(error)
+
+        def before_sleep(state) -> None:  # noqa: ANN001
+            logger.warning(
+                "database unavailable during {what}; retrying in {wait:.1f} s ({error})",
+                what=what,
+                wait=state.next_action.sleep,
+                error=type(state.outcome.exception()).__name__,
+            )
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(should_retry),
+            wait=wait_exponential_jitter(initial=0.2, max=self.max_wait_s, jitter=0.2),
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                return await operation()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ write path
+    async def claim(self, request: PaymentRequest, lease_s: float) -> tuple[Payment, bool]:
+        """Create the PROCESSING row for this order, or return the existing one.
+
+        Returns (payment, owned): owned is True when this call holds the lease, i.e. the
+        caller must charge and record the outcome.
+        """
+        method = request.payment_method
+        token = uuid.uuid4()
+
+        async def run() -> tuple[Payment, bool]:
+            row = await self.pool.fetchrow(
+                SQL_CLAIM,
+                request.order_id,
+                request.buyer_id,
+                request.amount,
+                request.currency,
+                method.type.value,
+                method.card_last_four,
+                method.card_brand.value if method.card_brand else None,
+                method.card_holder_name,
+                method.expiration_month,
+                method.expiration_year,
+                request.event_id,
+                token,
+                lease_s,
+            )
+            if row is not None:
+                return payment_from_row(row), True
+            existing = await self.pool.fetchrow(SQL_BY_ORDER, request.order_id)
+            if existing is None:  # deleted in between: try again
+                raise asyncpg.exceptions.ConnectionDoesNotExistError("payment vanished; retry")
+            # Our own insert may have committed before a dropped connection hid the answer.
+            return payment_from_row(existing), existing["lease_owner"] == token
+
+        return await self._patiently(run, "claim")
+
+    async def take_over(self, payment_id: int, lease_s: float) -> Payment | None:
+        """Claim an unfinished payment whose lease expired; None if someone else holds it."""
+
+        async def run() -> Payment | None:
+            row = await self.pool.fetchrow(SQL_TAKE_OVER, payment_id, uuid.uuid4(), lease_s)
+            return payment_from_row(row) if row else None
+
+        return await self._patiently(run, "take over")
+
+    async def record_outcome(self, payment: Payment, charge: ChargeResult) -> Payment:
+        """Store the final status; if another worker finished it first, return theirs."""
+
+        async def run() -> Payment:
+            row = await self.pool.fetchrow(
+                SQL_RECORD,
+                payment.id,
+                "SUCCEEDED" if charge.success else "FAILED",
+                charge.transaction_id,
+                charge.failure_reason,
+                charge.failure_code.value if charge.failure_code else None,
+            )
+            if row is None:
+                row = await self.pool.fetchrow(SQL_BY_ID, payment.id)
+            return payment_from_row(row)
+
+        return await self._patiently(run, "record outcome")
+
+    async def mark_published(self, payment_ids: list[int]) -> None:
+        await self._patiently(lambda: self.pool.execute(SQL_MARK_PUBLISHED, payment_ids), "mark published")
+
+    async def get_by_order_id(self, order_id: int) -> Payment | None:
+        row = await self.pool.fetchrow(SQL_BY_ORDER, order_id)
+        return payment_from_row(row) if row else None
+
+    # ------------------------------------------------------------------ reconciler
+    async def expired_leases(self, limit: int = 100) -> list[int]:
+        return [r["id"] for r in await self.pool.fetch(SQL_EXPIRED_LEASES, limit)]
+
+    async def claim_unpublished(self, older_than_s: float, limit: int, lease_s: float) -> list[Payment]:
+        rows = await self.pool.fetch(SQL_CLAIM_UNPUBLISHED, older_than_s, limit, lease_s)
+        return [payment_from_row(r) for r in rows]
+
+    async def backlog(self, stuck_after_s: float) -> tuple[int, int, int]:
+        row = await self.pool.fetchrow(SQL_BACKLOG, stuck_after_s)
+        return row["in_flight"], row["stuck"], row["unpublished"]
+
+
+def _is_outage(error: BaseException) -> bool:
+    if isinstance(error, asyncpg.exceptions.InterfaceError) and "pool is closing" in str(error):
+        return False
+    return isinstance(
+        error,
+        (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.exceptions.CannotConnectNowError,
+            asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.exceptions.TooManyConnectionsError,
+            asyncpg.exceptions.InterfaceError,
+        ),
+    )

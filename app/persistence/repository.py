@@ -1,0 +1,126 @@
+"""The payment repository on SQLModel (async SQLAlchemy over asyncpg): lookups and listings
+for the admin API, and the full create/update interface for tooling and tests.
+
+The per-message path does not go through here; see `ledger.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.domain import FailureCode, Payment, PaymentRequest, PaymentStatus
+from app.persistence.tables import PaymentRow
+
+
+def _to_domain(row: PaymentRow) -> Payment:
+    from app.persistence.mapping import payment_from_row
+
+    return payment_from_row(row.model_dump())
+
+
+def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
+
+
+class PaymentRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    async def create(self, request: PaymentRequest, status: PaymentStatus = PaymentStatus.PENDING) -> tuple[Payment, bool]:
+        """Insert a payment for the order; if the order already has one, return it unchanged.
+
+        Returns (payment, created). Concurrent creates for one order yield one row.
+        """
+        method = request.payment_method
+        statement = (
+            insert(PaymentRow)
+            .values(
+                order_id=request.order_id,
+                buyer_id=request.buyer_id,
+                amount=request.amount,
+                currency=request.currency,
+                status=status.value,
+                payment_method_type=method.type.value,
+                card_last_four=method.card_last_four,
+                card_brand=method.card_brand.value if method.card_brand else None,
+                card_holder_name=method.card_holder_name,
+                expiration_month=method.expiration_month,
+                expiration_year=method.expiration_year,
+                event_id=request.event_id,
+            )
+            .on_conflict_do_nothing(index_elements=["order_id"])
+            .returning(PaymentRow.id)
+        )
+        async with self._sessions() as session:
+            new_id = (await session.exec(statement)).scalar_one_or_none()  # type: ignore[call-overload]
+            await session.commit()
+        if new_id is not None:
+            created = await self.find_by_id(new_id)
+            assert created is not None
+            return created, True
+        existing = await self.find_by_order_id(request.order_id)
+        assert existing is not None
+        return existing, False
+
+    async def find_by_id(self, payment_id: int) -> Payment | None:
+        async with self._sessions() as session:
+            row = await session.get(PaymentRow, payment_id)
+            return _to_domain(row) if row else None
+
+    async def find_by_order_id(self, order_id: int) -> Payment | None:
+        async with self._sessions() as session:
+            row = (await session.exec(select(PaymentRow).where(PaymentRow.order_id == order_id))).first()
+            return _to_domain(row) if row else None
+
+    async def find_by_buyer_id(self, buyer_id: str, limit: int = 50, offset: int = 0) -> list[Payment]:
+        return await self.list(buyer_id=buyer_id, limit=limit, offset=offset)
+
+    async def list(
+        self,
+        *,
+        buyer_id: str | None = None,
+        status: PaymentStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Payment]:
+        """Newest first."""
+        query = select(PaymentRow)
+        if buyer_id is not None:
+            query = query.where(PaymentRow.buyer_id == buyer_id)
+        if status is not None:
+            query = query.where(PaymentRow.status == status.value)
+        query = query.order_by(col(PaymentRow.created_at).desc(), col(PaymentRow.id).desc()).limit(limit).offset(offset)
+        async with self._sessions() as session:
+            return [_to_domain(row) for row in (await session.exec(query)).all()]
+
+    async def update_status(
+        self,
+        payment_id: int,
+        status: PaymentStatus,
+        *,
+        transaction_id: str | None = None,
+        failure_reason: str | None = None,
+        failure_code: FailureCode | None = None,
+    ) -> Payment | None:
+        now = datetime.now(UTC)
+        values: dict[str, object] = {"status": status.value, "updated_at": now}
+        if status.is_final:
+            values |= {
+                "processed_at": now,
+                "transaction_id": transaction_id,
+                "failure_reason": failure_reason,
+                "failure_code": failure_code.value if failure_code else None,
+                "lease_until": None,
+                "lease_owner": None,
+            }
+        async with self._sessions() as session:
+            await session.exec(sa.update(PaymentRow).where(PaymentRow.id == payment_id).values(**values))  # type: ignore[call-overload]
+            await session.commit()
+        return await self.find_by_id(payment_id)

@@ -1,0 +1,142 @@
+"""Prometheus metrics (one registry per app instance) and the lifecycle observer that turns
+charge attempts into metrics and log lines."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from loguru import logger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app.domain import Disposition, Payment, PaymentStatus
+from app.gateway.base import ChargeRequest
+
+# From a few ms (0 ms gateway) through the default 100 ms gateway to multi-second retries.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+class PaymentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.processed = Counter(
+            "payment_processed",
+            "Payments processed, by outcome (succeeded / failed / replayed) and failure code.",
+            ["outcome", "failure_code"],
+            registry=r,
+        )
+        self.charged_amount = Counter(
+            "payment_charged_amount",
+            "Money successfully charged, in the currency's major unit.",
+            ["currency"],
+            registry=r,
+        )
+        self.processing_seconds = Histogram(
+            "payment_processing_seconds",
+            "End-to-end handling time of one consumed message (decode to ack).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gateway_call_seconds = Histogram(
+            "payment_gateway_call_seconds",
+            "Duration of one gateway charge attempt, by result.",
+            ["result"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gateway_attempts = Counter(
+            "payment_gateway_attempts",
+            "Gateway charge attempts, by result (ok / declined / transient / timeout).",
+            ["result"],
+            registry=r,
+        )
+        self.gateway_retries = Counter(
+            "payment_gateway_retries",
+            "Retries scheduled after a transient gateway failure, by the failed attempt's result.",
+            ["result"],
+            registry=r,
+        )
+        self.parked = Counter(
+            "payment_parked_messages",
+            "Consumed messages moved to the parking-lot queue, by reason category.",
+            ["reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "payment_in_flight", "Messages being processed by this replica now.", registry=r
+        )
+        self.stuck = Gauge(
+            "payment_stuck",
+            "Payments PENDING/PROCESSING beyond their lease plus one reconcile interval (all replicas).",
+            registry=r,
+        )
+        self.unpublished = Gauge(
+            "payment_unpublished_outcomes",
+            "Final payments whose outcome event is not yet confirmed by the broker (all replicas).",
+            registry=r,
+        )
+        self.unfinished = Gauge(
+            "payment_unfinished",
+            "Payments PENDING or PROCESSING in the database (all replicas).",
+            registry=r,
+        )
+        self.published = Counter(
+            "payment_outcome_events_published",
+            "Outcome events confirmed by the broker, by routing key.",
+            ["routing_key"],
+            registry=r,
+        )
+        self.reconciled = Counter(
+            "payment_reconciled",
+            "Payments finished or re-published by the reconciler, by action (charged / republished).",
+            ["action"],
+            registry=r,
+        )
+
+    def payment_done(self, disposition: Disposition, payment: Payment) -> None:
+        if disposition is Disposition.ALREADY_PROCESSED:
+            self.processed.labels("replayed", _code(payment)).inc()
+            return
+        if disposition is not Disposition.PROCESSED:
+            return
+        if payment.status is PaymentStatus.SUCCEEDED:
+            self.processed.labels("succeeded", "").inc()
+            self.charged_amount.labels(payment.currency).inc(float(payment.amount))
+        else:
+            self.processed.labels("failed", _code(payment)).inc()
+
+
+def _code(payment: Payment) -> str:
+    return payment.failure_code.value if payment.failure_code else ""
+
+
+class ChargeTelemetry:
+    """Observer of gateway attempts: one metric sample and one log line per attempt."""
+
+    def __init__(self, metrics: PaymentMetrics) -> None:
+        self.metrics = metrics
+
+    def attempt_finished(self, request: ChargeRequest, attempt: int, result: str, seconds: float) -> None:
+        self.metrics.gateway_attempts.labels(result).inc()
+        self.metrics.gateway_call_seconds.labels(result).observe(seconds)
+        logger.debug(
+            "charge attempt",
+            order_id=request.order_id,
+            attempt=attempt,
+            result=result,
+            duration_ms=round(seconds * 1000, 1),
+        )
+
+    def retry_scheduled(self, request: ChargeRequest, attempt: int, result: str, wait_s: float) -> None:
+        self.metrics.gateway_retries.labels(result).inc()
+        logger.warning(
+            "charge attempt failed ({result}); retrying in {wait_ms} ms",
+            result=result,
+            wait_ms=round(wait_s * 1000),
+            order_id=request.order_id,
+            attempt=attempt,
+        )
+
+
+def money(value: Decimal) -> str:
+    return f"{value:.2f}"
