@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 
@@ -79,6 +80,20 @@ Money = Annotated[
     Decimal,
     BeforeValidator(_to_money),
     PlainSerializer(_format_money, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,2})?$"}, {"type": "number"}],
+            "description": "Money: a plain decimal string with at most 2 places (a JSON number is accepted).",
+            "examples": ["49.99"],
+        },
+        mode="validation",
+    ),
+]
+# Money we write: always a decimal string with two places.
+MoneyOut = Annotated[
+    Decimal,
+    PlainSerializer(_format_money, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$", "examples": ["49.99"]}),
 ]
 Instant = Annotated[
     datetime,
@@ -163,7 +178,7 @@ class OrderPaymentSucceededEvent(_CamelModel):
     order_id: OrderId
     payment_id: int
     transaction_id: str
-    amount: Money
+    amount: MoneyOut
     currency: str
     processed_at: Instant
 

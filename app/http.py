@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from app.auth import StaticTokenAuth
 from app.domain import Payment
-from app.events import Instant, Money, PaymentMethodPayload, _CamelModel
+from app.events import Instant, MoneyOut, PaymentMethodPayload, _CamelModel
 from app.persistence.repository import PaymentRepository
 from app.telemetry import PaymentMetrics
 
@@ -54,7 +54,7 @@ class PaymentRecord(_CamelModel):
     id: int
     order_id: int
     buyer_id: str
-    amount: Money
+    amount: MoneyOut
     currency: str
     status: str
     payment_method: PaymentMethodPayload

@@ -219,6 +219,8 @@ def build_broker(settings: Settings, middlewares: tuple[Any, ...] = ()) -> Rabbi
         middlewares=middlewares,
         log_level=10,  # FastStream's per-message lines at DEBUG
         description="Foodies payment service: charges orders whose stock is confirmed.",
+        # Documented server, independent of the local environment.
+        specification_url="amqp://foodies-rabbitmq:5672/",
     )
 
 
