@@ -3,6 +3,10 @@
     payment-service                 run the service (HTTP + consumer) in the foreground
     payment-service migrate [--create-database]
                                     apply database migrations (optionally create the database)
+    payment-service dlq list [--limit N]
+                                    show the parked messages (JSON), without removing them
+    payment-service dlq replay [--limit N]
+                                    move parked messages back to the consumed queue (JSON)
 """
 
 from __future__ import annotations
@@ -15,7 +19,18 @@ from app.config import Settings, load_settings_or_exit
 
 
 def serve(settings: Settings) -> int:
+    import signal
+
     import uvicorn
+
+    class _Server(uvicorn.Server):
+        """SIGTERM is the normal way to stop a pod: after the graceful shutdown, exit 0
+        instead of re-raising the signal."""
+
+        def handle_exit(self, sig: int, frame) -> None:  # noqa: ANN001
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                self._captured_signals.remove(sig)
 
     from app.logs import configure_logging
     from app.main import create_app
@@ -32,7 +47,7 @@ def serve(settings: Settings) -> int:
         loop="auto",
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds) + 5),
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     server.run()
     return 0 if server.started else 1
 
@@ -47,12 +62,42 @@ async def _migrate(settings: Settings, create_database: bool) -> None:
     print("migrations applied")
 
 
+def _dlq(settings: Settings, action: str, limit: int | None) -> int:
+    import json
+
+    from app.dlq import BROKER_ERRORS, DlqError, DlqOperations
+
+    operations = DlqOperations.from_settings(settings)
+    try:
+        if action == "list":
+            result = asyncio.run(operations.list(limit or 100))
+        else:
+            result = asyncio.run(operations.replay(limit))
+    except (DlqError, ValueError, *BROKER_ERRORS) as error:
+        print(f"dlq {action} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return int(raw)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payment-service", description="Foodies payment service")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the service (default)")
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--create-database", action="store_true", help="create the database if it is missing")
+    dlq = commands.add_parser("dlq", help="inspect or replay the parking lot (<queue>.dlq)")
+    dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True)
+    dlq_list = dlq_actions.add_parser("list", help="show the parked messages without removing them")
+    dlq_list.add_argument("--limit", type=_positive, default=100, help="at most this many messages (default 100, max 1000)")
+    dlq_replay = dlq_actions.add_parser("replay", help="move parked messages back to the consumed queue")
+    dlq_replay.add_argument("--limit", type=_positive, default=None, help="at most this many messages (default: all)")
     args = parser.parse_args(argv)
 
     settings = load_settings_or_exit()
@@ -63,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"migration failed: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "dlq":
+        return _dlq(settings, args.dlq_action, args.limit)
     return serve(settings)
 
 

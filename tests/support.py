@@ -127,7 +127,9 @@ class Bus:
         self.connection = await aio_pika.connect_robust(self.amqp_url)
         channel = await self.connection.channel()
         self.exchange = await channel.declare_exchange(self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
-        self.results = await channel.declare_queue(f"{self.queue_name}.observer-{uuid.uuid4().hex[:6]}", exclusive=True)
+        # Durable and named, so that outcomes published while this client reconnects after a
+        # broker restart are kept for it.
+        self.results = await channel.declare_queue(f"{self.queue_name}.observer-{uuid.uuid4().hex[:6]}", durable=True)
         await self.results.bind(self.exchange, "payment.succeeded")
         await self.results.bind(self.exchange, "payment.failed")
         await self.results.consume(self._on_outcome)
@@ -215,6 +217,11 @@ class Bus:
 
     async def close(self) -> None:
         if self.connection is not None:
+            try:
+                channel = await self.connection.channel()
+                await channel.queue_delete(self.results.name)
+            except Exception:  # noqa: BLE001 - cleanup
+                pass
             await self.connection.close()
 
 
@@ -305,3 +312,24 @@ class ServiceProcess:
                 self.process.wait(10)
         if getattr(self, "log_file", None):
             self.log_file.close()
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The service's /metrics as {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric_sum(samples: dict, name: str, **labels: str) -> float:
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and all((k, v) in sample_labels for k, v in labels.items())
+    )

@@ -71,11 +71,11 @@ RETURNING {_RETURNING}
 """
 SQL_BACKLOG = f"""
 SELECT
-  count(*) FILTER (WHERE status IN {_UNFINISHED}) AS in_flight,
-  count(*) FILTER (WHERE status IN {_UNFINISHED} AND lease_until < now() - make_interval(secs => $1)) AS stuck,
-  count(*) FILTER (WHERE published_at IS NULL AND status IN ('SUCCEEDED', 'FAILED')) AS unpublished
-FROM payments
-WHERE status IN {_UNFINISHED} OR published_at IS NULL
+  (SELECT count(*) FROM payments WHERE status IN {_UNFINISHED}) AS in_flight,
+  (SELECT count(*) FROM payments WHERE status IN {_UNFINISHED}
+      AND lease_until < now() - make_interval(secs => $1)) AS stuck,
+  (SELECT count(*) FROM payments
+      WHERE published_at IS NULL AND status IN ('SUCCEEDED', 'FAILED')) AS unpublished
 """
 
 
