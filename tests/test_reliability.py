@@ -43,7 +43,16 @@ async def payments_of(db: asyncpg.Pool, order_ids: list[int]) -> dict[int, list[
 
 async def assert_every_order_settled(db: asyncpg.Pool, bus: Bus, order_ids: list[int], timeout: float = 40) -> None:
     """Exactly one final payment per order and at least one outcome event, all of them equal."""
-    await bus.wait_for(order_ids, timeout=timeout)
+    try:
+        await bus.wait_for(order_ids, timeout=timeout)
+    except AssertionError as missing:
+        rows = await db.fetch(
+            "SELECT order_id, status, lease_until, lease_until < now() AS expired, published_at "
+            "FROM payments WHERE order_id = ANY($1::bigint[]) AND order_id != ALL($2::bigint[])",
+            order_ids,
+            [o.body["orderId"] for o in bus.outcomes],
+        )
+        raise AssertionError(f"{missing}; their rows: {[dict(r) for r in rows][:5]}") from None
     found = await payments_of(db, order_ids)
     for order_id, rows in found.items():
         assert len(rows) == 1, f"order {order_id} has {len(rows)} payments"

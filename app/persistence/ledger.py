@@ -1,5 +1,7 @@
 """The per-message write path on asyncpg directly: claim a payment, record its outcome,
-mark it published. Kept lean on purpose: a few prepared statements, one round trip each.
+mark it published. Kept lean on purpose: asyncpg without an ORM, prepared statements, and
+group commit (the claims in flight together share one multi-row INSERT, the outcomes one
+multi-row UPDATE; see group_commit.py).
 
 While PostgreSQL is unreachable every call waits and tries again with backoff (capped at
 a few seconds), so messages stay unacknowledged and nothing spins.
@@ -17,6 +19,7 @@ from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from app.domain import ChargeResult, Payment, PaymentRequest
+from app.persistence.group_commit import GroupCommitter
 from app.persistence.mapping import COLUMNS, payment_from_row
 
 T = TypeVar("T")
@@ -24,26 +27,32 @@ T = TypeVar("T")
 _RETURNING = ", ".join(COLUMNS)
 _UNFINISHED = "('PENDING', 'PROCESSING')"
 
-SQL_CLAIM = f"""
+SQL_CLAIM_MANY = f"""
 INSERT INTO payments (order_id, buyer_id, amount, currency, status, payment_method_type,
     card_last_four, card_brand, card_holder_name, expiration_month, expiration_year,
     event_id, lease_owner, lease_until)
-VALUES ($1, $2, $3, $4, 'PROCESSING', $5, $6, $7, $8, $9, $10, $11, $12,
-    now() + make_interval(secs => $13))
+SELECT o, b, a, c, 'PROCESSING', t, l4, br, h, m, y, e, k, now() + make_interval(secs => $13)
+FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::int[], $10::int[], $11::text[], $12::uuid[])
+     AS x(o, b, a, c, t, l4, br, h, m, y, e, k)
+ORDER BY o
 ON CONFLICT (order_id) DO NOTHING
-RETURNING {_RETURNING}
+RETURNING {_RETURNING}, lease_owner
 """
+SQL_BY_ORDERS = f"SELECT {_RETURNING}, lease_owner FROM payments WHERE order_id = ANY($1::bigint[])"
+SQL_RECORD_MANY = f"""
+UPDATE payments p SET status = x.s, transaction_id = x.t, failure_reason = x.r, failure_code = x.c,
+    processed_at = now(), updated_at = now(), lease_until = NULL, lease_owner = NULL
+FROM (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+      AS u(id, s, t, r, c) ORDER BY id) AS x
+WHERE p.id = x.id AND p.status IN {_UNFINISHED}
+RETURNING {", ".join("p." + c for c in COLUMNS)}
+"""
+SQL_BY_IDS = f"SELECT {_RETURNING} FROM payments WHERE id = ANY($1::bigint[])"
 SQL_BY_ORDER = f"SELECT {_RETURNING}, lease_owner, lease_until > now() AS lease_live FROM payments WHERE order_id = $1"
-SQL_BY_ID = f"SELECT {_RETURNING} FROM payments WHERE id = $1"
 SQL_TAKE_OVER = f"""
 UPDATE payments SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
 WHERE id = $1 AND status IN {_UNFINISHED} AND (lease_until IS NULL OR lease_until < now())
-RETURNING {_RETURNING}
-"""
-SQL_RECORD = f"""
-UPDATE payments SET status = $2, transaction_id = $3, failure_reason = $4, failure_code = $5,
-    processed_at = now(), updated_at = now(), lease_until = NULL, lease_owner = NULL
-WHERE id = $1 AND status IN {_UNFINISHED}
 RETURNING {_RETURNING}
 """
 SQL_MARK_PUBLISHED = """
@@ -90,6 +99,8 @@ class PaymentLedger:
         self.max_wait_s = max_wait_s
         self._pool: asyncpg.Pool | None = None
         self._closing = False
+        self._claims = GroupCommitter(self._claim_many, self._claim_one)
+        self._outcomes = GroupCommitter(self._record_many, self._record_one)
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -152,14 +163,20 @@ class PaymentLedger:
         """Create the PROCESSING row for this order, or return the existing one.
 
         Returns (payment, owned): owned is True when this call holds the lease, i.e. the
-        caller must charge and record the outcome.
+        caller must charge and record the outcome. Claims in flight together share one
+        multi-row INSERT (group commit).
         """
-        method = request.payment_method
-        token = uuid.uuid4()
+        return await self._claims.submit((request, uuid.uuid4(), lease_s))
 
-        async def run() -> tuple[Payment, bool]:
-            row = await self.pool.fetchrow(
-                SQL_CLAIM,
+    async def record_outcome(self, payment: Payment, charge: ChargeResult) -> Payment:
+        """Store the final status; if another worker finished it first, return theirs.
+        Outcomes recorded together share one multi-row UPDATE."""
+        return await self._outcomes.submit((payment.id, charge))
+
+    async def _claim_many(self, items: list[tuple[PaymentRequest, uuid.UUID, float]]) -> list[tuple[Payment, bool]]:
+        def columns(request: PaymentRequest, token: uuid.UUID) -> tuple:
+            method = request.payment_method
+            return (
                 request.order_id,
                 request.buyer_id,
                 request.amount,
@@ -172,17 +189,50 @@ class PaymentLedger:
                 method.expiration_year,
                 request.event_id,
                 token,
-                lease_s,
             )
-            if row is not None:
-                return payment_from_row(row), True
-            existing = await self.pool.fetchrow(SQL_BY_ORDER, request.order_id)
-            if existing is None:  # deleted in between: try again
-                raise asyncpg.exceptions.ConnectionDoesNotExistError("payment vanished; retry")
-            # Our own insert may have committed before a dropped connection hid the answer.
-            return payment_from_row(existing), existing["lease_owner"] == token
+
+        async def run() -> list[tuple[Payment, bool]]:
+            arrays = [list(column) for column in zip(*(columns(r, t) for r, t, _ in items), strict=True)]
+            inserted = await self.pool.fetch(SQL_CLAIM_MANY, *arrays, items[0][2])
+            rows = {row["order_id"]: row for row in inserted}
+            missing = [r.order_id for r, _, _ in items if r.order_id not in rows]
+            if missing:  # existing orders (duplicates, redeliveries)
+                for row in await self.pool.fetch(SQL_BY_ORDERS, missing):
+                    rows[row["order_id"]] = row
+            results = []
+            for request, token, _ in items:
+                row = rows.get(request.order_id)
+                if row is None:  # deleted in between: let the caller try again
+                    raise asyncpg.exceptions.ConnectionDoesNotExistError("payment vanished; retry")
+                # Our own insert may have committed before a dropped connection hid the answer.
+                results.append((payment_from_row(row), row["lease_owner"] == token))
+            return results
 
         return await self._patiently(run, "claim")
+
+    async def _claim_one(self, item: tuple[PaymentRequest, uuid.UUID, float]) -> tuple[Payment, bool]:
+        return (await self._claim_many([item]))[0]
+
+    async def _record_many(self, items: list[tuple[int, ChargeResult]]) -> list[Payment]:
+        async def run() -> list[Payment]:
+            ids, statuses, transactions, reasons, codes = [], [], [], [], []
+            for payment_id, charge in items:
+                ids.append(payment_id)
+                statuses.append("SUCCEEDED" if charge.success else "FAILED")
+                transactions.append(charge.transaction_id)
+                reasons.append(charge.failure_reason)
+                codes.append(charge.failure_code.value if charge.failure_code else None)
+            rows = {row["id"]: row for row in await self.pool.fetch(SQL_RECORD_MANY, ids, statuses, transactions, reasons, codes)}
+            missing = [i for i in ids if i not in rows]
+            if missing:  # finished by another worker first: theirs stands
+                for row in await self.pool.fetch(SQL_BY_IDS, missing):
+                    rows[row["id"]] = row
+            return [payment_from_row(rows[payment_id]) for payment_id in ids]
+
+        return await self._patiently(run, "record outcome")
+
+    async def _record_one(self, item: tuple[int, ChargeResult]) -> Payment:
+        return (await self._record_many([item]))[0]
 
     async def take_over(self, payment_id: int, lease_s: float) -> Payment | None:
         """Claim an unfinished payment whose lease expired; None if someone else holds it."""
@@ -192,24 +242,6 @@ class PaymentLedger:
             return payment_from_row(row) if row else None
 
         return await self._patiently(run, "take over")
-
-    async def record_outcome(self, payment: Payment, charge: ChargeResult) -> Payment:
-        """Store the final status; if another worker finished it first, return theirs."""
-
-        async def run() -> Payment:
-            row = await self.pool.fetchrow(
-                SQL_RECORD,
-                payment.id,
-                "SUCCEEDED" if charge.success else "FAILED",
-                charge.transaction_id,
-                charge.failure_reason,
-                charge.failure_code.value if charge.failure_code else None,
-            )
-            if row is None:
-                row = await self.pool.fetchrow(SQL_BY_ID, payment.id)
-            return payment_from_row(row)
-
-        return await self._patiently(run, "record outcome")
 
     async def mark_published(self, payment_ids: list[int]) -> None:
         await self._patiently(lambda: self.pool.execute(SQL_MARK_PUBLISHED, payment_ids), "mark published")
