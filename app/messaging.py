@@ -9,6 +9,7 @@ publication confirmed by the broker (or owed, recorded in the database for the r
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -218,6 +219,11 @@ def build_broker(settings: Settings, middlewares: tuple[Any, ...] = ()) -> Rabbi
         reconnect_interval=2.0,
         middlewares=middlewares,
         log_level=10,  # FastStream's per-message lines at DEBUG
+        # No per-message dependency injection: the decoder validates the event once, and the
+        # injected `RabbitMessage` would cost a worker-thread hop per message.
+        apply_types=False,
+        # Our own logger, so FastStream adds no stdout handler of its own (app.logs routes it).
+        logger=logging.getLogger("faststream.access.rabbit"),
         description="Foodies payment service: charges orders whose stock is confirmed.",
         # Documented server, independent of the local environment.
         specification_url="amqp://foodies-rabbitmq:5672/",
@@ -262,7 +268,10 @@ def register_subscriber(
         title=f"{topology.queue.name}:{CONSUMED_ROUTING_KEY}",
         description="Stock is reserved for an order: charge the buyer once and publish the outcome.",
     )
-    async def on_stock_confirmed(event: OrderStockConfirmedEvent, message: RabbitMessage) -> None:
+    async def on_stock_confirmed(event: OrderStockConfirmedEvent) -> None:
+        # The broker runs without per-message dependency injection (apply_types=False): the
+        # decoder already validated the event, and the message comes from FastStream's context.
+        message: RabbitMessage = broker.context.get_local("message")
         started = time.perf_counter()
         metrics.in_flight.inc()
         try:

@@ -65,7 +65,8 @@ async def test_invalid_message_is_parked_and_not_charged(wired) -> None:  # noqa
     parked: list[tuple[bytes, dict]] = []
 
     @components.broker.subscriber(components.topology.dlq)
-    async def parking_lot(message: RabbitMessage) -> None:
+    async def parking_lot(body: bytes) -> None:
+        message: RabbitMessage = components.broker.context.get_local("message")
         parked.append((message.body, message.headers))
 
     async with TestRabbitBroker(components.broker) as broker:

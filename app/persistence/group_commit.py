@@ -36,24 +36,41 @@ class GroupCommitter(Generic[I, O]):
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._active < self._writers:
+            # Become a writer in this task (no task to spawn at low load) until our own item
+            # is settled; whatever is still queued then gets a writer of its own.
             self._active += 1
-            asyncio.create_task(self._drain())  # noqa: RUF006 - it ends when the queue is empty
+            try:
+                while not future.done() and self._queue:
+                    await self._settle(self._take())
+            finally:
+                self._active -= 1
+                if self._queue and self._active < self._writers:
+                    self._active += 1
+                    asyncio.create_task(self._drain())  # noqa: RUF006 - ends when the queue is empty
         return await future
+
+    def _take(self) -> list[tuple[I, asyncio.Future[O]]]:
+        batch = self._queue[: self._max_batch]
+        del self._queue[: self._max_batch]
+        return [(item, future) for item, future in batch if not future.cancelled()]
 
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                batch = [(item, future) for item, future in batch if not future.cancelled()]
-                if batch:
-                    await self._settle(batch)
+                await self._settle(self._take())
         finally:
             self._active -= 1
 
     async def _settle(self, batch: list[tuple[I, asyncio.Future[O]]]) -> None:
+        if not batch:
+            return
         try:
             results = await self._run_batch([item for item, _ in batch])
+        except asyncio.CancelledError:
+            # The writer's task was cancelled (shutdown): its neighbours must not wait forever.
+            for _, future in batch:
+                _fail(future, RuntimeError("the statement was cancelled"))
+            raise
         except Exception as batch_error:  # noqa: BLE001
             if len(batch) == 1:
                 _fail(batch[0][1], batch_error)

@@ -27,6 +27,14 @@ T = TypeVar("T")
 _RETURNING = ", ".join(COLUMNS)
 _UNFINISHED = "('PENDING', 'PROCESSING')"
 
+SQL_CLAIM_ONE = f"""
+INSERT INTO payments (order_id, buyer_id, amount, currency, status, payment_method_type,
+    card_last_four, card_brand, card_holder_name, expiration_month, expiration_year,
+    event_id, lease_owner, lease_until)
+VALUES ($1, $2, $3, $4, 'PROCESSING', $5, $6, $7, $8, $9, $10, $11, $12, now() + make_interval(secs => $13))
+ON CONFLICT (order_id) DO NOTHING
+RETURNING {_RETURNING}, lease_owner
+"""
 SQL_CLAIM_MANY = f"""
 INSERT INTO payments (order_id, buyer_id, amount, currency, status, payment_method_type,
     card_last_four, card_brand, card_holder_name, expiration_month, expiration_year,
@@ -40,6 +48,12 @@ ON CONFLICT (order_id) DO NOTHING
 RETURNING {_RETURNING}, lease_owner
 """
 SQL_BY_ORDERS = f"SELECT {_RETURNING}, lease_owner FROM payments WHERE order_id = ANY($1::bigint[])"
+SQL_RECORD_ONE = f"""
+UPDATE payments SET status = $2, transaction_id = $3, failure_reason = $4, failure_code = $5,
+    processed_at = now(), updated_at = now(), lease_until = NULL, lease_owner = NULL
+WHERE id = $1 AND status IN {_UNFINISHED}
+RETURNING {_RETURNING}
+"""
 SQL_RECORD_MANY = f"""
 UPDATE payments p SET status = x.s, transaction_id = x.t, failure_reason = x.r, failure_code = x.c,
     processed_at = now(), updated_at = now(), lease_until = NULL, lease_owner = NULL
@@ -136,6 +150,14 @@ class PaymentLedger:
 
     async def _patiently(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         """Run one statement, waiting out database outages (backoff, no hot loop)."""
+        try:
+            return await operation()
+        except Exception as error:
+            if self._closing or not _is_outage(error):
+                raise
+        return await self._wait_out_outage(operation, what)
+
+    async def _wait_out_outage(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
 
         def should_retry(error: BaseException) -> bool:
             return not self._closing and _is_outage(error)
@@ -192,8 +214,12 @@ class PaymentLedger:
             )
 
         async def run() -> list[tuple[Payment, bool]]:
-            arrays = [list(column) for column in zip(*(columns(r, t) for r, t, _ in items), strict=True)]
-            inserted = await self.pool.fetch(SQL_CLAIM_MANY, *arrays, items[0][2])
+            if len(items) == 1:  # a lone claim: the plain statement is cheaper than arrays
+                request, token, lease_s = items[0]
+                inserted = await self.pool.fetch(SQL_CLAIM_ONE, *columns(request, token), lease_s)
+            else:
+                arrays = [list(column) for column in zip(*(columns(r, t) for r, t, _ in items), strict=True)]
+                inserted = await self.pool.fetch(SQL_CLAIM_MANY, *arrays, items[0][2])
             rows = {row["order_id"]: row for row in inserted}
             missing = [r.order_id for r, _, _ in items if r.order_id not in rows]
             if missing:  # existing orders (duplicates, redeliveries)
@@ -222,7 +248,11 @@ class PaymentLedger:
                 transactions.append(charge.transaction_id)
                 reasons.append(charge.failure_reason)
                 codes.append(charge.failure_code.value if charge.failure_code else None)
-            rows = {row["id"]: row for row in await self.pool.fetch(SQL_RECORD_MANY, ids, statuses, transactions, reasons, codes)}
+            if len(ids) == 1:
+                found = await self.pool.fetch(SQL_RECORD_ONE, ids[0], statuses[0], transactions[0], reasons[0], codes[0])
+            else:
+                found = await self.pool.fetch(SQL_RECORD_MANY, ids, statuses, transactions, reasons, codes)
+            rows = {row["id"]: row for row in found}
             missing = [i for i in ids if i not in rows]
             if missing:  # finished by another worker first: theirs stands
                 for row in await self.pool.fetch(SQL_BY_IDS, missing):
