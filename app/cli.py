@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     dlq = commands.add_parser("dlq", help="inspect or replay the parking lot (<queue>.dlq)")
     dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True)
     dlq_list = dlq_actions.add_parser("list", help="show the parked messages without removing them")
-    dlq_list.add_argument("--limit", type=_positive, default=100, help="at most this many messages (default 100, max 1000)")
+    dlq_list.add_argument(
+        "--limit", type=_positive, default=100, help="at most this many messages (default 100, max 1000)"
+    )
     dlq_replay = dlq_actions.add_parser("replay", help="move parked messages back to the consumed queue")
     dlq_replay.add_argument("--limit", type=_positive, default=None, help="at most this many messages (default: all)")
     args = parser.parse_args(argv)

@@ -88,11 +88,16 @@ class Settings(BaseSettings):
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     admin_token: SecretStr | None = None
+    # OpenID Connect (Keycloak) access tokens for the admin API; see README "Admin API".
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_jwks_url: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "payment-service"
 
     # Test-only crash injection (see README "Delivery guarantees"); never set in production.
     payment_fault_inject: str | None = None
+    dlq_replay_fault: str | None = Field(None, pattern=r"^after_publish(:[1-9][0-9]*)?$")
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -107,10 +112,37 @@ class Settings(BaseSettings):
         _parse_db_url(value)
         return value
 
-    @field_validator("admin_token", "db_password", "db_username", "otel_exporter_otlp_endpoint", mode="before")
+    @field_validator(
+        "admin_token",
+        "db_password",
+        "db_username",
+        "otel_exporter_otlp_endpoint",
+        "auth_issuer",
+        "auth_audience",
+        "auth_jwks_url",
+        "dlq_replay_fault",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_issuer", "auth_jwks_url", "otel_exporter_otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        if value is not None and not urlsplit(value).hostname:
+            raise ValueError("no host in the URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Settings:
+        if bool(self.auth_issuer) != bool(self.auth_audience):
+            raise ValueError("AUTH_ISSUER and AUTH_AUDIENCE must be set together")
+        if self.auth_jwks_url and not self.auth_issuer:
+            raise ValueError("AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE")
+        return self
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
@@ -205,6 +237,7 @@ class Settings(BaseSettings):
             "reconcile_interval_seconds": self.reconcile_interval_seconds,
             "shutdown_grace_seconds": self.shutdown_grace_seconds,
             "admin_token": "***" if self.admin_token else None,
+            "auth_issuer": self.auth_issuer,
             "tracing": bool(self.otel_exporter_otlp_endpoint),
             "log": f"{self.log_level}/{self.log_format}",
         }

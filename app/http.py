@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.auth import StaticTokenAuth
-from app.domain import Payment
+from app.auth import MISSING, Authenticator
+from app.dlq import BROKER_ERRORS, MAX_LIST, DlqError, DlqOperations
+from app.domain import Payment, PaymentStatus
 from app.events import Instant, MoneyOut, PaymentMethodPayload, _CamelModel
 from app.persistence.repository import PaymentRepository
 from app.telemetry import PaymentMetrics
@@ -97,13 +98,120 @@ def parse_positive_int64(raw: str, name: str) -> int | JSONResponse:
     return value
 
 
+LIST_PARAMETERS = ("buyerId", "status", "limit", "offset")
+MAX_OFFSET = 1_000_000
+MAX_REPLAY = 1_000_000
+
+
+def parse_bounded_int(raw: str, name: str, low: int, high: int) -> int | JSONResponse:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10 or not low <= int(raw) <= high:
+        return error(400, f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def parse_query(request: Request, allowed: tuple[str, ...]) -> dict[str, str] | JSONResponse:
+    """The query parameters once each, all of them known; 400 otherwise (typos do not pass)."""
+    params = request.query_params
+    for name in params.keys():
+        if name not in allowed:
+            return error(400, f"unknown parameter {name}; expected {', '.join(allowed)}")
+        if len(params.getlist(name)) > 1:
+            return error(400, f"{name} given more than once")
+    return dict(params.items())
+
+
+def parse_listing(request: Request) -> dict[str, Any] | JSONResponse:
+    query = parse_query(request, LIST_PARAMETERS)
+    if isinstance(query, Response):
+        return query
+    found: dict[str, Any] = {"buyer_id": None, "status": None, "limit": 50, "offset": 0}
+    if "buyerId" in query:
+        if not query["buyerId"] or len(query["buyerId"]) > 255:
+            return error(400, "buyerId must be 1 to 255 characters")
+        found["buyer_id"] = query["buyerId"]
+    if "status" in query:
+        if query["status"] not in PaymentStatus.__members__:
+            return error(400, f"status must be one of {', '.join(PaymentStatus.__members__)}")
+        found["status"] = PaymentStatus(query["status"])
+    for name, key, low, high in (("limit", "limit", 1, 100), ("offset", "offset", 0, MAX_OFFSET)):
+        if name in query:
+            value = parse_bounded_int(query[name], name, low, high)
+            if isinstance(value, Response):
+                return value
+            found[key] = value
+    return found
+
+
+def auth_failure(decision: Any) -> JSONResponse:
+    """401 (with a WWW-Authenticate challenge, RFC 6750), 403 or 503, as a JSON body."""
+    challenge = 'Bearer realm="payment-service"'
+    if decision.status == 401 and decision is not MISSING:
+        challenge += ', error="invalid_token"'
+    elif decision.status == 403:
+        challenge += ', error="insufficient_scope"'
+    headers = {"WWW-Authenticate": challenge} if decision.status in (401, 403) else None
+    return error(decision.status, decision.error, headers=headers)
+
+
 def create_http_app(
     *,
     health: Health,
     metrics: PaymentMetrics,
     repository: Callable[[], PaymentRepository],
-    auth: StaticTokenAuth,
+    auth: Authenticator,
+    dlq: DlqOperations | None = None,
 ) -> Starlette:
+    async def list_payments(request: Request) -> Response:
+        listing = parse_listing(request)
+        if isinstance(listing, Response):
+            return listing
+        payments = await repository().list(
+            buyer_id=listing["buyer_id"], status=listing["status"], limit=listing["limit"], offset=listing["offset"]
+        )
+        items = [PaymentRecord.of(p).model_dump(mode="json", by_alias=True) for p in payments]
+        return JSONResponse({"items": items, "limit": listing["limit"], "offset": listing["offset"]})
+
+    async def get_payment_by_id(request: Request) -> Response:
+        payment_id = parse_positive_int64(request.path_params["paymentId"], "paymentId")
+        if isinstance(payment_id, Response):
+            return payment_id
+        payment = await repository().find_by_id(payment_id)
+        if payment is None:
+            return error(404, f"no payment with id {payment_id}")
+        return model_response(PaymentRecord.of(payment))
+
+    async def dlq_action(request: Request, default_limit: int | None, high: int) -> int | None | Response:
+        if dlq is None:
+            return error(404, "not found")
+        query = parse_query(request, ("limit",))
+        if isinstance(query, Response):
+            return query
+        if "limit" not in query:
+            return default_limit
+        return parse_bounded_int(query["limit"], "limit", 1, high)
+
+    async def list_parked(request: Request) -> Response:
+        limit = await dlq_action(request, 100, MAX_LIST)
+        if isinstance(limit, Response):
+            return limit
+        try:
+            listing = await dlq.list(limit or 100)  # type: ignore[union-attr]
+        except BROKER_ERRORS as problem:
+            return error(503, f"RabbitMQ unavailable: {type(problem).__name__}")
+        return JSONResponse({**listing.to_json(), "limit": limit})
+
+    async def replay_parked(request: Request) -> Response:
+        limit = await dlq_action(request, None, MAX_REPLAY)
+        if isinstance(limit, Response):
+            return limit
+        try:
+            result = await dlq.replay(limit)  # type: ignore[union-attr]
+        except DlqError as problem:
+            return error(409, str(problem))
+        except BROKER_ERRORS as problem:
+            return error(503, f"RabbitMQ unavailable: {type(problem).__name__}")
+        return JSONResponse(result.to_json())
+
     async def get_payment(request: Request) -> Response:
         order_id = parse_positive_int64(request.path_params["orderId"], "orderId")
         if isinstance(order_id, Response):
@@ -130,7 +238,11 @@ def create_http_app(
 
     app = Starlette(
         routes=[
+            Route("/payments", list_payments, methods=["GET"]),
+            Route("/payments/by-id/{paymentId}", get_payment_by_id, methods=["GET"]),
             Route("/payments/{orderId}", get_payment, methods=["GET"]),
+            Route("/admin/dlq", list_parked, methods=["GET"]),
+            Route("/admin/dlq/replay", replay_parked, methods=["POST"]),
             Route("/healthz/startup", startup, methods=["GET"]),
             Route("/healthz/liveness", liveness, methods=["GET"]),
             Route("/healthz", liveness, methods=["GET"]),
@@ -150,14 +262,9 @@ def create_http_app(
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(protected):
             headers = dict(scope.get("headers") or [])
-            decision = auth.check((headers.get(b"authorization") or b"").decode("latin-1") or None)
+            decision = await auth.check((headers.get(b"authorization") or b"").decode("latin-1") or None)
             if not decision.allowed:
-                response = error(
-                    decision.status,
-                    decision.error,
-                    headers={"WWW-Authenticate": 'Bearer realm="payment-service"'} if decision.status == 401 else None,
-                )
-                await response(scope, receive, send)
+                await auth_failure(decision)(scope, receive, send)
                 return
         await app(scope, receive, send)
 
