@@ -1,50 +1,69 @@
 """Logging: loguru as the one sink, JSON lines or readable text, standard-library logging
-(FastStream, aio-pika, uvicorn, SQLAlchemy, Alembic) routed through it."""
+(FastStream, aio-pika, uvicorn, SQLAlchemy, Alembic) routed through it.
+
+`LOG_FORMAT=json`: one JSON object per line on stdout with `time` (UTC, ISO-8601, ms),
+`level`, `message`, `logger` and the bound context (`event_id`, `order_id`, `payment_id`,
+`status`, `failure_code`, `attempt`, `duration_ms`, …), plus `trace_id`/`span_id` while a
+span is recorded. `LOG_FORMAT=text`: the same on one readable line. See README "Logs".
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC
 from typing import Any
 
 from loguru import logger
 
+from app.tracing import current_span_ids
+
 QUIET_PATHS = ("/metrics", "/healthz")
-_SECRET_KEYS = {"password", "token", "authorization", "card_holder_name", "cardholdername"}
+# Context keys never written, whatever a caller binds (card holder names, credentials).
+_SECRET_KEYS = {"password", "token", "authorization", "card_holder_name", "cardholdername", "secret"}
+# Context FastStream passes with its per-message lines (`extra=`), kept as JSON keys.
+_STD_CONTEXT = ("message_id", "queue", "exchange")
+# The logger FastStream writes its per-message and handler-error lines to (see build_broker).
+FASTSTREAM_ACCESS_LOGGER = "faststream.access.rabbit"
 
 
-def _json_sink(message: Any) -> None:
-    record = message.record
+def _context(record: Any) -> dict[str, Any]:
+    return {k: v for k, v in record["extra"].items() if k != "logger" and k.lower() not in _SECRET_KEYS}
+
+
+def _json_line(record: Any) -> str:
     payload: dict[str, Any] = {
         "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "level": record["level"].name,
         "message": record["message"],
         "logger": record["extra"].get("logger", record["name"]),
     }
-    for key, value in record["extra"].items():
-        if key != "logger" and key.lower() not in _SECRET_KEYS:
-            payload[key] = value
+    payload.update(_context(record))
+    if (ids := current_span_ids()) is not None:
+        payload["trace_id"], payload["span_id"] = ids
     if record["exception"] is not None:
         exc_type, exc_value, _ = record["exception"]
         payload["exception"] = f"{exc_type.__name__ if exc_type else 'Exception'}: {exc_value}"
-        payload["traceback"] = "".join(
-            __import__("traceback").format_exception(*record["exception"])
-        )
-    sys.stdout.write(json.dumps(payload, default=str, ensure_ascii=False) + "\n")
+        payload["traceback"] = "".join(traceback.format_exception(*record["exception"]))
+    return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+def _json_sink(message: Any) -> None:
+    sys.stdout.write(_json_line(message.record) + "\n")
     sys.stdout.flush()
 
 
 def _text_format(record: Any) -> str:
-    extras = " ".join(
-        f"{k}={{extra[{k}]}}" for k in record["extra"] if k != "logger" and k.lower() not in _SECRET_KEYS
-    )
+    extras = " ".join(f"{k}={{extra[{k}]}}" for k in _context(record))
+    if (ids := current_span_ids()) is not None:
+        extras += f" trace_id={ids[0]}"
     name = "{extra[logger]}" if "logger" in record["extra"] else "{name}"
     return (
-        "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | "
+        "<green>{time:YYYY-MM-DD HH:mm:ss.SSS!UTC}Z</green> | <level>{level: <7}</level> | "
         f"<cyan>{name}</cyan> | <level>{{message}}</level>"
-        + (f" <dim>{extras}</dim>" if extras else "")
+        + (f" <dim>{extras.strip()}</dim>" if extras.strip() else "")
         + "\n{exception}"
     )
 
@@ -61,30 +80,47 @@ class _InterceptHandler(logging.Handler):
                 level = logger.level(record.levelname).name
             except ValueError:
                 level = record.levelno
-        logger.bind(logger=record.name).opt(exception=record.exc_info, depth=0).log(level, record.getMessage())
+        context = {key: value for key in _STD_CONTEXT if (value := getattr(record, key, None))}
+        logger.bind(logger=record.name, **context).opt(exception=record.exc_info, depth=0).log(
+            level, record.getMessage()
+        )
 
 
 def _is_quiet_access(record: logging.LogRecord) -> bool:
+    """uvicorn's access line for a scrape or a probe (args: client, method, path, version, status)."""
     args = record.args if isinstance(record.args, tuple) else ()
     path = str(args[2]) if len(args) > 2 else ""
     return path.startswith(QUIET_PATHS)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    # FastStream attaches a stderr handler to its logger when first imported: import it now so
+    # that the handler is replaced below, whatever the caller imported before.
+    import faststream  # noqa: F401
+
     logger.remove()
     if fmt == "json":
         logger.add(_json_sink, level=level, backtrace=False, diagnose=False)
     else:
         logger.add(sys.stdout, level=level, format=_text_format, colorize=sys.stdout.isatty(), diagnose=False)
+    debugging = level in ("TRACE", "DEBUG")
     handler = _InterceptHandler()
-    std_level = logging.DEBUG if level in ("TRACE", "DEBUG") else logging.INFO
+    std_level = logging.DEBUG if debugging else logging.INFO
     logging.basicConfig(handlers=[handler], level=std_level, force=True)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "faststream", "faststream.access.rabbit", "alembic"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "faststream", FASTSTREAM_ACCESS_LOGGER, "alembic"):
         std = logging.getLogger(name)
         std.handlers = [handler]
         std.propagate = False
+    # FastStream writes "Received"/"Processed" per message at DEBUG, handler errors at ERROR.
+    logging.getLogger("faststream").setLevel(std_level)
+    logging.getLogger(FASTSTREAM_ACCESS_LOGGER).setLevel(std_level)
     # Chatty libraries: warnings only unless debugging.
-    quiet = logging.DEBUG if level in ("TRACE", "DEBUG") else logging.WARNING
-    for name in ("aio_pika", "aiormq", "sqlalchemy", "asyncio"):
+    quiet = logging.DEBUG if debugging else logging.WARNING
+    for name in ("aio_pika", "sqlalchemy", "asyncio"):
         logging.getLogger(name).setLevel(quiet)
+    # Never below these, even at DEBUG: aiormq's DEBUG lines dump raw AMQP frames (message
+    # bodies included), SQLAlchemy's engine lines echo statement parameters and result rows.
+    logging.getLogger("aiormq").setLevel(logging.INFO if debugging else logging.WARNING)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.INFO)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

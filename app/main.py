@@ -21,8 +21,9 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from loguru import logger
 
-from app.auth import StaticTokenAuth
+from app.auth import Authenticator
 from app.config import Settings, load_settings
+from app.dlq import DlqOperations
 from app.gateway import RetryingCharger, RetryPolicy, SimulatedGateway
 from app.http import Health, create_http_app
 from app.messaging import (
@@ -41,6 +42,7 @@ from app.persistence.repository import PaymentRepository, make_engine
 from app.reconciler import Reconciler
 from app.service import FaultInjector, PaymentService
 from app.telemetry import ChargeTelemetry, PaymentMetrics
+from app.tracing import broker_middleware, instrument_charger, provider_from_settings, shutdown_tracing
 
 
 class PaymentApp(AsgiFastStream):
@@ -72,15 +74,26 @@ class Components:
     reconciler: Reconciler
     health: Health
     repository: PaymentRepository | None = None
+    auth: Authenticator | None = None
+    dlq: DlqOperations | None = None
 
 
-def create_app(settings: Settings | None = None, *, gateway: SimulatedGateway | None = None) -> PaymentApp:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    gateway: SimulatedGateway | None = None,
+    tracer_provider: Any | None = None,
+) -> PaymentApp:
     settings = settings or load_settings()
     metrics = PaymentMetrics()
     topology = Topology.from_settings(settings)
     faults = FaultInjector(settings.payment_fault_inject)
 
-    broker = build_broker(settings, middlewares=(RabbitPrometheusMiddleware(registry=metrics.registry),))
+    # Tracing is on with OTEL_EXPORTER_OTLP_ENDPOINT (or a provider given by a test); off, it costs nothing.
+    tracer = tracer_provider or provider_from_settings(settings)
+    tracing = (broker_middleware(tracer),) if tracer is not None else ()
+    prometheus = RabbitPrometheusMiddleware(registry=metrics.registry, app_name=settings.otel_service_name)
+    broker = build_broker(settings, middlewares=(*tracing, prometheus))
     parking = ParkingLot(broker, topology, metrics)
     broker.add_middleware(parking_middleware(parking))
 
@@ -96,7 +109,9 @@ def create_app(settings: Settings | None = None, *, gateway: SimulatedGateway | 
         ),
         ChargeTelemetry(metrics),
     )
-    service = PaymentService(ledger, charger, lease_s=settings.payment_lease_seconds, faults=faults)
+    service = PaymentService(
+        ledger, instrument_charger(charger, tracer), lease_s=settings.payment_lease_seconds, faults=faults
+    )
     succeeded, failed = declare_publishers(broker, topology)
     marks = PublishedMarks(ledger.mark_published)
     outcomes = OutcomePublisher(succeeded, failed, marks, metrics)
@@ -133,14 +148,23 @@ def create_app(settings: Settings | None = None, *, gateway: SimulatedGateway | 
         ),
         asyncapi_path=AsyncAPIRoute("/docs/asyncapi", try_it_out_path=None),
     )
+    components.auth = Authenticator.from_settings(settings)
+    components.dlq = DlqOperations.from_settings(settings)
     app.http = create_http_app(
-        health=health, metrics=metrics, repository=repository, auth=StaticTokenAuth(settings.admin_tokens)
+        health=health, metrics=metrics, repository=repository, auth=components.auth, dlq=components.dlq
     )
     app.components = components  # type: ignore[attr-defined]
 
     @app.on_startup
     async def prepare_database() -> None:
         logger.info("starting payment service", settings=settings.summary())
+        if components.auth.enabled:
+            logger.info("admin API authentication on", **components.auth.describe())
+        else:
+            logger.warning(
+                "admin API authentication is off: /payments and /admin answer anyone; "
+                "set ADMIN_TOKEN or AUTH_ISSUER and AUTH_AUDIENCE"
+            )
         await migrate(settings.sqlalchemy_url())
         logger.info("database migrations applied")
         await ledger.open()
@@ -172,6 +196,8 @@ def create_app(settings: Settings | None = None, *, gateway: SimulatedGateway | 
         await ledger.close()
         if components.repository is not None:
             await components.repository.engine.dispose()
+        if tracer is not None and tracer_provider is None:
+            await shutdown_tracing(tracer)
         logger.info("shutdown complete")
 
     return app

@@ -93,6 +93,7 @@ class Reconciler:
                         failure_code=final.failure_code.value if final.failure_code else None,
                     )
                     self.metrics.reconciled.labels("charged").inc()
+                    self.metrics.payment_recorded(final)
                     await self.outcomes.publish(final)
                 return True
 

@@ -1,11 +1,15 @@
 """Prometheus metrics (one registry per app instance) and the lifecycle observer that turns
-charge attempts into metrics and log lines."""
+charge attempts into metrics, log lines and (when tracing is on) events on the `charge` span.
+
+Every metric and its labels are listed in the README ("Metrics"); labels only ever hold
+values from small fixed sets."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 from loguru import logger
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.domain import Disposition, Payment, PaymentStatus
@@ -21,7 +25,8 @@ class PaymentMetrics:
         r = self.registry
         self.processed = Counter(
             "payment_processed",
-            "Payments processed, by outcome (succeeded / failed / replayed) and failure code.",
+            "Payments finished (by the consumer or the reconciler), by outcome (succeeded / failed / replayed) "
+            "and failure code.",
             ["outcome", "failure_code"],
             registry=r,
         )
@@ -97,8 +102,11 @@ class PaymentMetrics:
         if disposition is Disposition.ALREADY_PROCESSED:
             self.processed.labels("replayed", _code(payment)).inc()
             return
-        if disposition is not Disposition.PROCESSED:
-            return
+        if disposition is Disposition.PROCESSED:
+            self.payment_recorded(payment)
+
+    def payment_recorded(self, payment: Payment) -> None:
+        """A charge finished and was recorded (by the consumer or the reconciler)."""
         if payment.status is PaymentStatus.SUCCEEDED:
             self.processed.labels("succeeded", "").inc()
             self.charged_amount.labels(payment.currency).inc(float(payment.amount))
@@ -119,6 +127,12 @@ class ChargeTelemetry:
     def attempt_finished(self, request: ChargeRequest, attempt: int, result: str, seconds: float) -> None:
         self.metrics.gateway_attempts.labels(result).inc()
         self.metrics.gateway_call_seconds.labels(result).observe(seconds)
+        span = trace.get_current_span()  # the `charge` span when tracing is on
+        if span.is_recording():
+            span.add_event(
+                "gateway attempt",
+                {"attempt": attempt, "result": result, "duration_ms": round(seconds * 1000, 1)},
+            )
         logger.debug(
             "charge attempt",
             order_id=request.order_id,
@@ -129,6 +143,9 @@ class ChargeTelemetry:
 
     def retry_scheduled(self, request: ChargeRequest, attempt: int, result: str, wait_s: float) -> None:
         self.metrics.gateway_retries.labels(result).inc()
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event("retry scheduled", {"attempt": attempt, "result": result, "wait_ms": round(wait_s * 1000)})
         logger.warning(
             "charge attempt failed ({result}); retrying in {wait_ms} ms",
             result=result,

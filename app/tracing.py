@@ -1,0 +1,116 @@
+"""Tracing (OpenTelemetry): one trace per payment across the saga.
+
+When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/HTTP. FastStream's
+`RabbitTelemetryMiddleware` opens the consume span, continuing the W3C `traceparent` header
+of the incoming message (the Kotlin ordering service sends one when it traces), and injects
+a `traceparent` of the same trace into every message published while handling it (the
+outcome event, or the parked copy in `.dlq`). Between the two, a `charge` span covers the
+gateway call with all its retries; each attempt and each scheduled retry is an event on it.
+
+Unset: no tracer provider, no middleware, no wrapper; the hot path does not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from app.domain import ChargeResult
+from app.gateway.base import ChargeRequest
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Tracer
+
+    from app.config import Settings
+    from app.service import Charger
+
+TRACES_PATH = "/v1/traces"
+TRACER_NAME = "app.payment"
+TECHNICAL_FAILURES = frozenset({"GATEWAY_ERROR", "TIMEOUT", "UNKNOWN"})
+
+
+def traces_endpoint(base: str) -> str:
+    """`OTEL_EXPORTER_OTLP_ENDPOINT` is the collector's base URL (`http://collector:4318`);
+    traces go to `<base>/v1/traces`, as the OpenTelemetry specification defines it."""
+    base = base.strip().rstrip("/")
+    return base if base.endswith(TRACES_PATH) else base + TRACES_PATH
+
+
+def provider_from_settings(settings: Settings) -> TracerProvider | None:
+    """A tracer provider exporting over OTLP/HTTP, or None when no endpoint is configured.
+
+    The exporter reads the standard `OTEL_EXPORTER_OTLP_*` variables for what is not set here
+    (headers, timeout, compression, certificates); `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, when
+    set, wins over the base endpoint. Sampling follows `OTEL_TRACES_SAMPLER` (default: parent
+    based, always on)."""
+    if not settings.otel_exporter_otlp_endpoint:
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    endpoint = None
+    if not os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        endpoint = traces_endpoint(settings.otel_exporter_otlp_endpoint)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.otel_service_name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return provider
+
+
+async def shutdown_tracing(provider: TracerProvider) -> None:
+    """Export the spans still buffered and stop the exporter (off the event loop: it blocks)."""
+    await asyncio.to_thread(provider.shutdown)
+
+
+def broker_middleware(provider: TracerProvider) -> object:
+    """FastStream's telemetry middleware: consume and publish spans, `traceparent` in and out."""
+    from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
+
+    return RabbitTelemetryMiddleware(tracer_provider=provider)
+
+
+class TracedCharger:
+    """A `charge` span around one charge (all its attempts), child of the consume span."""
+
+    def __init__(self, inner: Charger, tracer: Tracer) -> None:
+        self.inner = inner
+        self.tracer = tracer
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        with self.tracer.start_as_current_span(
+            "charge",
+            kind=SpanKind.CLIENT,
+            attributes={"payment.order_id": request.order_id, "payment.currency": request.currency},
+        ) as span:
+            result = await self.inner.charge(request)
+            span.set_attribute("payment.gateway.attempts", result.attempts)
+            if result.success:
+                span.set_attribute("payment.status", "SUCCEEDED")
+            else:
+                code = result.failure_code.value if result.failure_code else "UNKNOWN"
+                span.set_attribute("payment.status", "FAILED")
+                span.set_attribute("payment.failure_code", code)
+                if code in TECHNICAL_FAILURES:  # a decline is an answer, not an error
+                    span.set_status(Status(StatusCode.ERROR, code))
+            return result
+
+
+def instrument_charger(charger: Charger, provider: TracerProvider | None) -> Charger:
+    """The charger itself when tracing is off, else wrapped in a `charge` span."""
+    if provider is None:
+        return charger
+    return TracedCharger(charger, provider.get_tracer(TRACER_NAME))
+
+
+def current_span_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the span being recorded now, as hex, for log correlation."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
