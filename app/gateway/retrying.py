@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from tenacity import (
@@ -85,22 +86,21 @@ class RetryingCharger:
             wait_s = state.next_action.sleep if state.next_action else 0.0
             self.observer.retry_scheduled(request, state.attempt_number, kind, wait_s)
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts),
-            wait=wait_exponential_jitter(
-                initial=policy.base_delay_s, max=policy.max_delay_s, jitter=policy.base_delay_s
-            ),
-            retry=retry_if_exception_type((GatewayTransientError, TimeoutError)),
-            before_sleep=before_sleep,
-            reraise=False,
-        )
+        # Fast path: most charges answer the first time, without building a retry loop.
         try:
-            result = await retrying(one_attempt)
-        except RetryError as exhausted:
-            last = exhausted.last_attempt.exception()
-            if isinstance(last, TimeoutError):
-                return ChargeResult.failed(FailureCode.TIMEOUT, attempts=attempt)
-            return ChargeResult.failed(FailureCode.GATEWAY_ERROR, attempts=attempt)
+            result = await one_attempt()
+        except (GatewayTransientError, TimeoutError) as first_failure:
+            try:
+                result = await self._retry(one_attempt, first_failure, before_sleep)
+            except RetryError as exhausted:
+                last = exhausted.last_attempt.exception()
+                if isinstance(last, TimeoutError):
+                    return ChargeResult.failed(FailureCode.TIMEOUT, attempts=attempt)
+                return ChargeResult.failed(FailureCode.GATEWAY_ERROR, attempts=attempt)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # an unexpected gateway fault: the payment fails, it is not retried
+                return ChargeResult.failed(FailureCode.GATEWAY_ERROR, attempts=attempt)
         except asyncio.CancelledError:
             raise
         except Exception:  # an unexpected gateway fault: the payment fails, it is not retried
@@ -108,3 +108,27 @@ class RetryingCharger:
         return ChargeResult(
             result.success, result.transaction_id, result.failure_code, result.failure_reason, attempts=attempt
         )
+
+    async def _retry(
+        self,
+        one_attempt: Callable[[], Awaitable[ChargeResult]],
+        first_failure: BaseException,
+        before_sleep: Callable[[RetryCallState], None],
+    ) -> ChargeResult:
+        """Attempts 2…n with backoff; attempt 1 already failed with `first_failure`."""
+        policy = self.policy
+        pending_failure: list[BaseException] = [first_failure]
+
+        async def attempt_or_replay() -> ChargeResult:
+            if pending_failure:  # tenacity's attempt 1 is the one already made
+                raise pending_failure.pop()
+            return await one_attempt()
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts),
+            wait=wait_exponential_jitter(initial=policy.base_delay_s, max=policy.max_delay_s, jitter=policy.base_delay_s),
+            retry=retry_if_exception_type((GatewayTransientError, TimeoutError)),
+            before_sleep=before_sleep,
+            reraise=False,
+        )
+        return await retrying(attempt_or_replay)
