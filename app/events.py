@@ -200,12 +200,14 @@ FAILED_ROUTING_KEY = "payment.failed"
 CONSUMED_ROUTING_KEY = "order.stock-confirmed"
 
 
-def outcome_event(payment: Payment) -> tuple[str, bytes]:
-    """The routing key and JSON body announcing a final payment; same bytes on every replay."""
+def outcome_event(payment: Payment) -> tuple[str, bytes, uuid.UUID]:
+    """The routing key, JSON body and eventId announcing a final payment; the same on every
+    replay."""
     at = payment.processed_at or payment.updated_at or payment.created_at
+    event_id = payment.outcome_event_id
     if payment.status is PaymentStatus.SUCCEEDED:
         event: BaseModel = OrderPaymentSucceededEvent(
-            event_id=payment.outcome_event_id,
+            event_id=event_id,
             order_id=payment.order_id,
             payment_id=payment.id,
             transaction_id=payment.transaction_id or "",
@@ -213,15 +215,15 @@ def outcome_event(payment: Payment) -> tuple[str, bytes]:
             currency=payment.currency,
             processed_at=at,
         )
-        return SUCCEEDED_ROUTING_KEY, event.__pydantic_serializer__.to_json(event, by_alias=True)
+        return SUCCEEDED_ROUTING_KEY, event.__pydantic_serializer__.to_json(event, by_alias=True), event_id
     if payment.status is PaymentStatus.FAILED:
         code = payment.failure_code or FailureCode.UNKNOWN
         event = OrderPaymentFailedEvent(
-            event_id=payment.outcome_event_id,
+            event_id=event_id,
             order_id=payment.order_id,
             failure_reason=payment.failure_reason or "Payment failed",
             failure_code=code,
             occurred_at=at,
         )
-        return FAILED_ROUTING_KEY, event.__pydantic_serializer__.to_json(event, by_alias=True)
+        return FAILED_ROUTING_KEY, event.__pydantic_serializer__.to_json(event, by_alias=True), event_id
     raise ValueError(f"payment {payment.id} has no final outcome yet ({payment.status})")

@@ -200,10 +200,10 @@ class OutcomePublisher:
         self.metrics = metrics
 
     async def publish(self, payment: Payment) -> None:
-        routing_key, body = outcome_event(payment)
+        routing_key, body, event_id = outcome_event(payment)
         publisher = self.succeeded if routing_key == SUCCEEDED_ROUTING_KEY else self.failed
         # Returns once the broker confirmed the message (publisher confirms are on).
-        await publisher.publish(body, content_type="application/json", message_id=str(payment.outcome_event_id))
+        await publisher.publish(body, content_type="application/json", message_id=str(event_id))
         self.metrics.published.labels(routing_key).inc()
         self.marks.add(payment.id)
         logger.debug("published {routing_key}", routing_key=routing_key, payment_id=payment.id, order_id=payment.order_id)

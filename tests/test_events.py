@@ -127,18 +127,19 @@ def payment(status: PaymentStatus, **kw) -> Payment:  # noqa: ANN003
 
 
 def test_succeeded_body_has_exactly_the_contract_keys() -> None:
-    key, body = outcome_event(payment(PaymentStatus.SUCCEEDED, transaction_id="txn_abc"))
+    key, body, event_id = outcome_event(payment(PaymentStatus.SUCCEEDED, transaction_id="txn_abc"))
     assert key == "payment.succeeded"
     decoded = json.loads(body)
     assert list(decoded) == ["eventId", "orderId", "paymentId", "transactionId", "amount", "currency", "processedAt"]
     assert decoded["amount"] == "49.90"
     assert decoded["processedAt"] == "2024-01-15T10:30:01.120Z"
     assert decoded["paymentId"] == 17 and decoded["orderId"] == 12345
+    assert decoded["eventId"] == str(event_id)
 
 
 def test_failed_body_has_exactly_the_contract_keys_and_stable_event_id() -> None:
     failed = payment(PaymentStatus.FAILED, failure_reason="Card declined", failure_code=FailureCode.CARD_DECLINED)
-    key, body = outcome_event(failed)
+    key, body, event_id = outcome_event(failed)
     assert key == "payment.failed"
     decoded = json.loads(body)
     assert list(decoded) == ["eventId", "orderId", "failureReason", "failureCode", "occurredAt"]
