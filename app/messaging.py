@@ -204,7 +204,7 @@ class OutcomePublisher:
         publisher = self.succeeded if routing_key == SUCCEEDED_ROUTING_KEY else self.failed
         # Returns once the broker confirmed the message (publisher confirms are on).
         await publisher.publish(body, content_type="application/json", message_id=str(event_id))
-        self.metrics.published.labels(routing_key).inc()
+        self.metrics.labelled(self.metrics.published, routing_key).inc()
         self.marks.add(payment.id)
         logger.debug("published {routing_key}", routing_key=routing_key, payment_id=payment.id, order_id=payment.order_id)
 

@@ -7,6 +7,7 @@ values from small fixed sets."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from loguru import logger
 from opentelemetry import trace
@@ -22,6 +23,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.
 class PaymentMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.processed = Counter(
             "payment_processed",
@@ -98,9 +100,18 @@ class PaymentMetrics:
             registry=r,
         )
 
+    def labelled(self, metric: Any, *values: str) -> Any:
+        """The metric's child for these label values, looked up once (labels() takes a lock
+        and builds a key on every call; this runs several times per message)."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def payment_done(self, disposition: Disposition, payment: Payment) -> None:
         if disposition is Disposition.ALREADY_PROCESSED:
-            self.processed.labels("replayed", _code(payment)).inc()
+            self.labelled(self.processed, "replayed", _code(payment)).inc()
             return
         if disposition is Disposition.PROCESSED:
             self.payment_recorded(payment)
@@ -108,10 +119,10 @@ class PaymentMetrics:
     def payment_recorded(self, payment: Payment) -> None:
         """A charge finished and was recorded (by the consumer or the reconciler)."""
         if payment.status is PaymentStatus.SUCCEEDED:
-            self.processed.labels("succeeded", "").inc()
-            self.charged_amount.labels(payment.currency).inc(float(payment.amount))
+            self.labelled(self.processed, "succeeded", "").inc()
+            self.labelled(self.charged_amount, payment.currency).inc(float(payment.amount))
         else:
-            self.processed.labels("failed", _code(payment)).inc()
+            self.labelled(self.processed, "failed", _code(payment)).inc()
 
 
 def _code(payment: Payment) -> str:
@@ -125,8 +136,8 @@ class ChargeTelemetry:
         self.metrics = metrics
 
     def attempt_finished(self, request: ChargeRequest, attempt: int, result: str, seconds: float) -> None:
-        self.metrics.gateway_attempts.labels(result).inc()
-        self.metrics.gateway_call_seconds.labels(result).observe(seconds)
+        self.metrics.labelled(self.metrics.gateway_attempts, result).inc()
+        self.metrics.labelled(self.metrics.gateway_call_seconds, result).observe(seconds)
         span = trace.get_current_span()  # the `charge` span when tracing is on
         if span.is_recording():
             span.add_event(
@@ -142,7 +153,7 @@ class ChargeTelemetry:
         )
 
     def retry_scheduled(self, request: ChargeRequest, attempt: int, result: str, wait_s: float) -> None:
-        self.metrics.gateway_retries.labels(result).inc()
+        self.metrics.labelled(self.metrics.gateway_retries, result).inc()
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event("retry scheduled", {"attempt": attempt, "result": result, "wait_ms": round(wait_s * 1000)})

@@ -153,8 +153,9 @@ async def bus_for(settings: Settings) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-def service_process(servers: Servers, database: str, tmp_path: Path) -> Any:
-    """Factory of service subprocesses (stopped at the end of the test)."""
+async def service_process(servers: Servers, database: str, tmp_path: Path) -> Any:
+    """Factory of service subprocesses; stopped, and their queues and exchange deleted, at
+    the end of the test."""
     started: list[ServiceProcess] = []
 
     def start(env: dict[str, str] | None = None, **overrides: Any) -> ServiceProcess:
@@ -164,5 +165,9 @@ def service_process(servers: Servers, database: str, tmp_path: Path) -> Any:
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    await asyncio.gather(*(asyncio.to_thread(process.stop) for process in started))
+    topologies = {(p.env["RABBITMQ_PUBLISH_EXCHANGE"], p.env["RABBITMQ_CONSUME_QUEUE"]) for p in started}
+    for exchange, queue in topologies:
+        bus = await Bus(servers.amqp_url, exchange, queue).start()
+        await bus.delete(queue, f"{queue}.dlq")
+        await bus.close()

@@ -34,7 +34,7 @@ class SimulatedGateway:
     another, gets the same `transactionId`.
     """
 
-    def __init__(self, delay_ms: int = 100, always_succeed: bool = False, remember: int = 100_000) -> None:
+    def __init__(self, delay_ms: int = 100, always_succeed: bool = False, remember: int = 10_000) -> None:
         self.delay = delay_ms / 1000
         self.always_succeed = always_succeed
         self._outcomes: OrderedDict[str, ChargeResult] = OrderedDict()

@@ -18,7 +18,7 @@ import asyncpg
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from app.domain import ChargeResult, Payment, PaymentRequest
+from app.domain import ChargeResult, Payment, PaymentRequest, PaymentStatus
 from app.persistence.group_commit import GroupCommitter
 from app.persistence.mapping import COLUMNS, payment_from_row
 
@@ -33,7 +33,7 @@ INSERT INTO payments (order_id, buyer_id, amount, currency, status, payment_meth
     event_id, lease_owner, lease_until)
 VALUES ($1, $2, $3, $4, 'PROCESSING', $5, $6, $7, $8, $9, $10, $11, $12, now() + make_interval(secs => $13))
 ON CONFLICT (order_id) DO NOTHING
-RETURNING {_RETURNING}, lease_owner
+RETURNING id, order_id, created_at, lease_until
 """
 SQL_CLAIM_MANY = f"""
 INSERT INTO payments (order_id, buyer_id, amount, currency, status, payment_method_type,
@@ -45,14 +45,14 @@ FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::text[], $5::text[], $6:
      AS x(o, b, a, c, t, l4, br, h, m, y, e, k)
 ORDER BY o
 ON CONFLICT (order_id) DO NOTHING
-RETURNING {_RETURNING}, lease_owner
+RETURNING id, order_id, created_at, lease_until
 """
 SQL_BY_ORDERS = f"SELECT {_RETURNING}, lease_owner FROM payments WHERE order_id = ANY($1::bigint[])"
 SQL_RECORD_ONE = f"""
 UPDATE payments SET status = $2, transaction_id = $3, failure_reason = $4, failure_code = $5,
     processed_at = now(), updated_at = now(), lease_until = NULL, lease_owner = NULL
 WHERE id = $1 AND status IN {_UNFINISHED}
-RETURNING {_RETURNING}
+RETURNING id, processed_at
 """
 SQL_RECORD_MANY = f"""
 UPDATE payments p SET status = x.s, transaction_id = x.t, failure_reason = x.r, failure_code = x.c,
@@ -60,7 +60,7 @@ UPDATE payments p SET status = x.s, transaction_id = x.t, failure_reason = x.r, 
 FROM (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
       AS u(id, s, t, r, c) ORDER BY id) AS x
 WHERE p.id = x.id AND p.status IN {_UNFINISHED}
-RETURNING {", ".join("p." + c for c in COLUMNS)}
+RETURNING p.id, p.processed_at
 """
 SQL_BY_IDS = f"SELECT {_RETURNING} FROM payments WHERE id = ANY($1::bigint[])"
 SQL_BY_ORDER = f"SELECT {_RETURNING}, lease_owner, lease_until > now() AS lease_live FROM payments WHERE order_id = $1"
@@ -100,6 +100,22 @@ SELECT
   (SELECT count(*) FROM payments
       WHERE published_at IS NULL AND status IN ('SUCCEEDED', 'FAILED')) AS unpublished
 """
+
+
+def _new_payment(request: PaymentRequest, row: asyncpg.Record) -> Payment:
+    return Payment(
+        id=row["id"],
+        order_id=request.order_id,
+        buyer_id=request.buyer_id,
+        amount=request.amount,
+        currency=request.currency,
+        status=PaymentStatus.PROCESSING,
+        payment_method=request.payment_method,
+        created_at=row["created_at"],
+        event_id=request.event_id,
+        lease_until=row["lease_until"],
+        updated_at=row["created_at"],
+    )
 
 
 async def _no_reset(_connection: asyncpg.Connection) -> None:
@@ -193,7 +209,7 @@ class PaymentLedger:
     async def record_outcome(self, payment: Payment, charge: ChargeResult) -> Payment:
         """Store the final status; if another worker finished it first, return theirs.
         Outcomes recorded together share one multi-row UPDATE."""
-        return await self._outcomes.submit((payment.id, charge))
+        return await self._outcomes.submit((payment, charge))
 
     async def _claim_many(self, items: list[tuple[PaymentRequest, uuid.UUID, float]]) -> list[tuple[Payment, bool]]:
         def columns(request: PaymentRequest, token: uuid.UUID) -> tuple:
@@ -220,14 +236,18 @@ class PaymentLedger:
             else:
                 arrays = [list(column) for column in zip(*(columns(r, t) for r, t, _ in items), strict=True)]
                 inserted = await self.pool.fetch(SQL_CLAIM_MANY, *arrays, items[0][2])
-            rows = {row["order_id"]: row for row in inserted}
-            missing = [r.order_id for r, _, _ in items if r.order_id not in rows]
-            if missing:  # existing orders (duplicates, redeliveries)
-                for row in await self.pool.fetch(SQL_BY_ORDERS, missing):
-                    rows[row["order_id"]] = row
-            results = []
+            claimed = {row["order_id"]: row for row in inserted}
+            existing: dict[int, asyncpg.Record] = {}
+            missing = [r.order_id for r, _, _ in items if r.order_id not in claimed]
+            if missing:  # orders that already had a row (duplicates, redeliveries)
+                existing = {row["order_id"]: row for row in await self.pool.fetch(SQL_BY_ORDERS, missing)}
+            results: list[tuple[Payment, bool]] = []
             for request, token, _ in items:
-                row = rows.get(request.order_id)
+                row = claimed.pop(request.order_id, None)
+                if row is not None:  # ours: the row is what we sent plus what the database added
+                    results.append((_new_payment(request, row), True))
+                    continue
+                row = existing.get(request.order_id)
                 if row is None:  # deleted in between: let the caller try again
                     raise asyncpg.exceptions.ConnectionDoesNotExistError("payment vanished; retry")
                 # Our own insert may have committed before a dropped connection hid the answer.
@@ -239,11 +259,11 @@ class PaymentLedger:
     async def _claim_one(self, item: tuple[PaymentRequest, uuid.UUID, float]) -> tuple[Payment, bool]:
         return (await self._claim_many([item]))[0]
 
-    async def _record_many(self, items: list[tuple[int, ChargeResult]]) -> list[Payment]:
+    async def _record_many(self, items: list[tuple[Payment, ChargeResult]]) -> list[Payment]:
         async def run() -> list[Payment]:
             ids, statuses, transactions, reasons, codes = [], [], [], [], []
-            for payment_id, charge in items:
-                ids.append(payment_id)
+            for payment, charge in items:
+                ids.append(payment.id)
                 statuses.append("SUCCEEDED" if charge.success else "FAILED")
                 transactions.append(charge.transaction_id)
                 reasons.append(charge.failure_reason)
@@ -252,16 +272,19 @@ class PaymentLedger:
                 found = await self.pool.fetch(SQL_RECORD_ONE, ids[0], statuses[0], transactions[0], reasons[0], codes[0])
             else:
                 found = await self.pool.fetch(SQL_RECORD_MANY, ids, statuses, transactions, reasons, codes)
-            rows = {row["id"]: row for row in found}
-            missing = [i for i in ids if i not in rows]
+            recorded = {row["id"]: row["processed_at"] for row in found}
+            others: dict[int, Payment] = {}
+            missing = [i for i in ids if i not in recorded]
             if missing:  # finished by another worker first: theirs stands
-                for row in await self.pool.fetch(SQL_BY_IDS, missing):
-                    rows[row["id"]] = row
-            return [payment_from_row(rows[payment_id]) for payment_id in ids]
+                others = {row["id"]: payment_from_row(row) for row in await self.pool.fetch(SQL_BY_IDS, missing)}
+            return [
+                payment.with_outcome(charge, recorded[payment.id]) if payment.id in recorded else others[payment.id]
+                for payment, charge in items
+            ]
 
         return await self._patiently(run, "record outcome")
 
-    async def _record_one(self, item: tuple[int, ChargeResult]) -> Payment:
+    async def _record_one(self, item: tuple[Payment, ChargeResult]) -> Payment:
         return (await self._record_many([item]))[0]
 
     async def take_over(self, payment_id: int, lease_s: float) -> Payment | None:
