@@ -11,10 +11,13 @@ period) → flush → close.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+from aiormq.exceptions import AMQPConnectionError
 from faststream.asgi import AsgiFastStream
 from faststream.asgi.factories import AsyncAPIRoute
 from faststream.rabbit import RabbitBroker
@@ -51,6 +54,25 @@ class PaymentApp(AsgiFastStream):
     routes (the AsyncAPI page) handed to the Starlette router."""
 
     http: Any = None
+
+    async def _start_broker(self) -> None:
+        """Connect to RabbitMQ, waiting it out if it is not there yet: the HTTP probes already
+        answer (readiness 503) and the process does not need a restart to recover."""
+        delay = 0.5
+        while True:
+            try:
+                await super()._start_broker()
+                return
+            except (OSError, AMQPConnectionError) as error:
+                for broker in self.brokers:
+                    broker._connection = None  # start from scratch on the next try
+                logger.warning(
+                    "RabbitMQ is not reachable ({error}); retrying in {delay:.1f} s",
+                    error=str(error) or type(error).__name__,
+                    delay=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def not_found(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self.http is not None:
@@ -166,7 +188,7 @@ def create_app(
                 "admin API authentication is off: /payments and /admin answer anyone; "
                 "set ADMIN_TOKEN or AUTH_ISSUER and AUTH_AUDIENCE"
             )
-        await migrate(settings.sqlalchemy_url())
+        await _wait_for(lambda: migrate(settings.sqlalchemy_url()), "PostgreSQL")
         logger.info("database migrations applied")
         await ledger.open()
         components.repository = PaymentRepository(make_engine(settings.sqlalchemy_url(), pool_size=2))
@@ -206,6 +228,24 @@ def create_app(
         logger.info("shutdown complete")
 
     return app
+
+
+async def _wait_for(step: Any, what: str) -> None:
+    """Run a start-up step, retrying with backoff while its server is unreachable."""
+    delay = 0.5
+    while True:
+        try:
+            await step()
+            return
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError) as error:
+            logger.warning(
+                "{what} is not reachable ({error}); retrying in {delay:.1f} s",
+                what=what,
+                error=str(error) or type(error).__name__,
+                delay=delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _default_app() -> PaymentApp:

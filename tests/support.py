@@ -333,3 +333,38 @@ def metric_sum(samples: dict, name: str, **labels: str) -> float:
         for (sample, sample_labels), value in samples.items()
         if sample == name and all((k, v) in sample_labels for k, v in labels.items())
     )
+
+
+class TcpProxy:
+    """A loopback TCP forwarder that can be switched on later: a server that "comes up"."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.server: asyncio.base_events.Server | None = None
+
+    async def open(self) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+            try:
+                server_reader, server_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                client_writer.close()
+                return
+            await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None

@@ -370,3 +370,38 @@ async def test_postgresql_stop_holds_messages_without_spinning_then_resumes(serv
         assert await bus.queue_depth(env["RABBITMQ_CONSUME_QUEUE"] + ".dlq") == 0
     finally:
         await bus.close()
+
+
+async def test_start_up_waits_for_postgresql_and_rabbitmq(service_process, servers: Servers, db) -> None:  # noqa: ANN001
+    """Neither server answers at first: the process waits (no crash, no restart needed), then
+    comes up and processes when they appear."""
+    from tests.support import TcpProxy
+
+    database = TcpProxy(servers.db_host, servers.db_port)
+    broker = TcpProxy(servers.amqp_host, servers.amqp_port)
+    env = servers.env(**fast())
+    env["DB_URL"] = f"jdbc:postgresql://127.0.0.1:{database.port}/{servers.db_name}"
+    env["RABBITMQ_PORT"] = str(broker.port)
+    service = service_process(env)
+    try:
+        await asyncio.sleep(2)
+        assert service.process.poll() is None, service.log_tail()
+        await database.open()  # PostgreSQL appears: migrations run, HTTP comes up, not ready
+        await _wait_readiness(service, 503, timeout=20)
+        await asyncio.sleep(1)
+        assert await service.readiness() == 503
+        await broker.open()  # RabbitMQ appears
+        await _wait_readiness(service, 200, timeout=30)
+        bus = await open_bus(env, servers)
+        try:
+            body = event()
+            await bus.publish(body)
+            await assert_every_order_settled(db, bus, [body["orderId"]])
+        finally:
+            await bus.close()
+        assert any("RabbitMQ is not reachable" in line.get("message", "") for line in service.log_lines())
+        assert any("PostgreSQL is not reachable" in line.get("message", "") for line in service.log_lines())
+    finally:
+        service.stop()
+        await broker.close()
+        await database.close()
