@@ -171,14 +171,17 @@ def create_http_app(
         items = [PaymentRecord.of(p).model_dump(mode="json", by_alias=True) for p in payments]
         return JSONResponse({"items": items, "limit": listing["limit"], "offset": listing["offset"]})
 
-    async def get_payment_by_id(request: Request) -> Response:
-        payment_id = parse_positive_int64(request.path_params["paymentId"], "paymentId")
-        if isinstance(payment_id, Response):
-            return payment_id
-        payment = await repository().find_by_id(payment_id)
+    async def one_payment(request: Request, parameter: str, find: Any, missing: str) -> Response:
+        key = parse_positive_int64(request.path_params[parameter], parameter)
+        if isinstance(key, Response):
+            return key
+        payment = await find(key)
         if payment is None:
-            return error(404, f"no payment with id {payment_id}")
+            return error(404, f"{missing} {key}")
         return model_response(PaymentRecord.of(payment))
+
+    async def get_payment_by_id(request: Request) -> Response:
+        return await one_payment(request, "paymentId", lambda key: repository().find_by_id(key), "no payment with id")
 
     async def dlq_action(request: Request, default_limit: int | None, high: int) -> int | None | Response:
         if dlq is None:
@@ -213,13 +216,7 @@ def create_http_app(
         return JSONResponse(result.to_json())
 
     async def get_payment(request: Request) -> Response:
-        order_id = parse_positive_int64(request.path_params["orderId"], "orderId")
-        if isinstance(order_id, Response):
-            return order_id
-        payment = await repository().find_by_order_id(order_id)
-        if payment is None:
-            return error(404, f"no payment for order {order_id}")
-        return model_response(PaymentRecord.of(payment))
+        return await one_payment(request, "orderId", lambda key: repository().find_by_order_id(key), "no payment for order")
 
     async def startup(_: Request) -> Response:
         if health.started:
