@@ -203,7 +203,8 @@ class OutcomePublisher:
         routing_key, body, event_id = outcome_event(payment)
         publisher = self.succeeded if routing_key == SUCCEEDED_ROUTING_KEY else self.failed
         # Returns once the broker confirmed the message (publisher confirms are on).
-        await publisher.publish(body, content_type="application/json", message_id=str(event_id))
+        event_key = str(event_id)
+        await publisher.publish(body, content_type="application/json", message_id=event_key, correlation_id=event_key)
         self.metrics.labelled(self.metrics.published, routing_key).inc()
         self.marks.add(payment.id)
         logger.debug("published {routing_key}", routing_key=routing_key, payment_id=payment.id, order_id=payment.order_id)

@@ -165,7 +165,7 @@ async def test_replay_keeps_the_body_and_headers(settings_factory: Any) -> None:
             }
             assert (await operations.replay()).replayed == 0
         finally:
-            await bus.delete(queue, dlq, exchange=False)
+            await bus.delete(queue, dlq, exchange=True)
 
 
 async def test_replay_without_the_consumed_queue_keeps_the_message(settings_factory: Any) -> None:
@@ -181,7 +181,7 @@ async def test_replay_without_the_consumed_queue_keeps_the_message(settings_fact
                 await operations.replay()
             await wait_depth(bus, settings.dlq_name, 1)
         finally:
-            await bus.delete(settings.dlq_name, exchange=False)
+            await bus.delete(settings.dlq_name, exchange=True)
 
 
 def cli_env(servers: Servers, queue: str, **overrides: Any) -> dict[str, str]:
@@ -228,7 +228,7 @@ async def test_cli_list_and_replay(servers: Servers, settings_factory: Any) -> N
             code, _, err = await cli(env, "replay", "--limit", "0")
             assert code == 2 and "positive integer" in err
         finally:
-            await bus.delete(queue, dlq, exchange=False)
+            await bus.delete(queue, dlq, exchange=True)
     code, _, err = await cli(cli_env(servers, queue, rabbitmq_port="1"), "list")
     assert code == 1 and err.strip().splitlines()[-1].startswith("dlq list failed:")
 
@@ -257,7 +257,7 @@ async def test_replay_killed_half_way_loses_nothing(servers: Servers, settings_f
             assert len(moved) == 31 and set(moved) == bodies
             assert await bus.queue_depth(dlq) == 0
         finally:
-            await bus.delete(queue, dlq, exchange=False)
+            await bus.delete(queue, dlq, exchange=True)
 
 
 async def test_admin_dlq_routes_need_a_token(settings_factory: Any) -> None:
