@@ -138,7 +138,8 @@ def create_app(
     succeeded, failed = declare_publishers(broker, topology)
     marks = PublishedMarks(ledger.mark_published)
     outcomes = OutcomePublisher(succeeded, failed, marks, metrics)
-    register_subscriber(broker, topology, service, outcomes, metrics, faults)
+    health = Health(database=ledger.ping, broker=lambda: broker.ping(timeout=2.0))
+    register_subscriber(broker, topology, service, outcomes, metrics, faults, parking, lambda: health.stopping)
     reconciler = Reconciler(
         ledger,
         service,
@@ -148,7 +149,6 @@ def create_app(
         lease_s=settings.payment_lease_seconds,
         concurrency=settings.consumer_concurrency,
     )
-    health = Health(database=ledger.ping, broker=lambda: broker.ping(timeout=2.0))
     components = Components(
         settings, broker, topology, metrics, ledger, gateway, service, outcomes, marks, reconciler, health
     )

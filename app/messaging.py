@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -260,6 +261,8 @@ def register_subscriber(
     outcomes: OutcomePublisher,
     metrics: PaymentMetrics,
     faults: FaultInjector,
+    parking: ParkingLot,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> None:
     @broker.subscriber(
         topology.queue,
@@ -289,14 +292,31 @@ def register_subscriber(
                 await message.ack()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("processing failed; the message goes back to the queue", order_id=event.order_id)
-            await asyncio.sleep(1.0)  # no hot loop on a persistent fault
-            with suppress(Exception):
-                await message.nack(requeue=True)
+        except Exception as error:
+            await _after_failure(message, error, parking, stopping())
         finally:
             metrics.in_flight.dec()
             metrics.processing_seconds.observe(time.perf_counter() - started)
+
+
+async def _after_failure(message: RabbitMessage, error: Exception, parking: ParkingLot, stopping: bool) -> None:
+    """An unexpected fault (outages are waited out below this level): the first time, the
+    message goes back to the queue after a pause; if it fails again on redelivery it is
+    parked with the reason, so that one poison message cannot cycle forever or hold up the
+    queue. While the service stops, nothing is parked: another replica gets the message."""
+    if message.raw_message.redelivered and not stopping:
+        logger.opt(exception=error).error("processing failed again on redelivery; parking the message")
+        try:
+            await parking.park(message, InvalidEvent(f"processing failed: {type(error).__name__}: {error}", "processing_error"))
+            await message.ack()
+            return
+        except Exception:  # noqa: BLE001 - the broker is gone: it redelivers later
+            logger.warning("could not park the message; it goes back to the queue")
+    else:
+        logger.opt(exception=error).error("processing failed; the message goes back to the queue")
+    await asyncio.sleep(1.0)  # no hot loop on a persistent fault
+    with suppress(Exception):
+        await message.nack(requeue=True)
 
 
 def _log_result(disposition: Disposition, payment: Payment, started: float) -> None:

@@ -139,3 +139,27 @@ async def test_admin_token_guards_payments_but_not_probes(settings_factory) -> N
         assert authorized.status_code == 404
         assert (await app.client.get("/healthz/readiness")).status_code == 200
         assert (await app.client.get("/metrics")).status_code == 200
+
+
+class _BrokenStore:
+    """A store with a bug: every claim fails (not an outage, which would be waited out)."""
+
+    async def claim(self, request, lease_s):  # noqa: ANN001, ANN201
+        raise RuntimeError("bug in the store")
+
+
+async def test_a_message_failing_twice_is_parked_not_cycled(app) -> None:  # noqa: ANN001
+    app.components.service.store = _BrokenStore()
+    body = event()
+    await app.bus.publish(body)
+    dlq = app.components.topology.dlq.name
+    for _ in range(100):
+        if await app.bus.queue_depth(dlq) == 1:
+            break
+        await asyncio.sleep(0.1)
+    [parked] = await app.bus.get_parked(dlq)
+    assert json.loads(parked.body) == body
+    assert parked.headers["x-rejection-reason"] == "processing failed: RuntimeError: bug in the store"
+    assert parked.headers["x-rejection-category"] == "processing_error"
+    assert await app.bus.queue_depth(app.components.topology.queue.name) == 0
+    assert app.bus.for_order(body["orderId"]) == []
