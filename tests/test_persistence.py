@@ -180,3 +180,26 @@ async def test_unpublished_outcomes_are_claimed_then_marked(ledger: PaymentLedge
     assert payment.id not in [p.id for p in await ledger.claim_unpublished(5, 10_000, 30)]
     await ledger.mark_published([payment.id])
     assert await db.fetchval("SELECT published_at IS NOT NULL FROM payments WHERE id = $1", payment.id)
+
+
+async def test_duplicates_inside_one_batch_give_one_owner(ledger: PaymentLedger) -> None:
+    import uuid as uuid_module
+
+    order_id = next_order_id()
+    items = [(request(order_id), uuid_module.uuid4(), 30.0) for _ in range(3)] + [(request(), uuid_module.uuid4(), 30.0)]
+    statements: list[str] = []
+    pool = ledger.pool
+
+    class CountingPool:
+        async def fetch(self, query: str, *args):  # noqa: ANN002, ANN202
+            statements.append(query.split()[0])
+            return await pool.fetch(query, *args)
+
+    ledger._pool = CountingPool()
+    try:
+        results = await ledger._claim_many(items)
+    finally:
+        ledger._pool = pool
+    assert statements == ["INSERT", "SELECT"]  # one pass: no retry of the whole batch
+    assert [owned for _, owned in results] == [True, False, False, True]
+    assert len({payment.id for payment, _ in results[:3]}) == 1

@@ -238,8 +238,13 @@ class PaymentLedger:
                 inserted = await self.pool.fetch(SQL_CLAIM_MANY, *arrays, items[0][2])
             claimed = {row["order_id"]: row for row in inserted}
             existing: dict[int, asyncpg.Record] = {}
-            missing = [r.order_id for r, _, _ in items if r.order_id not in claimed]
-            if missing:  # orders that already had a row (duplicates, redeliveries)
+            seen: set[int] = set()
+            missing = []  # orders that already had a row, or appear twice in this batch
+            for request, _, _ in items:
+                if request.order_id not in claimed or request.order_id in seen:
+                    missing.append(request.order_id)
+                seen.add(request.order_id)
+            if missing:
                 existing = {row["order_id"]: row for row in await self.pool.fetch(SQL_BY_ORDERS, missing)}
             results: list[tuple[Payment, bool]] = []
             for request, token, _ in items:
