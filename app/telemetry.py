@@ -6,7 +6,6 @@ values from small fixed sets."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from loguru import logger
@@ -164,7 +163,3 @@ class ChargeTelemetry:
             order_id=request.order_id,
             attempt=attempt,
         )
-
-
-def money(value: Decimal) -> str:
-    return f"{value:.2f}"

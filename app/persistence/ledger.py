@@ -63,7 +63,7 @@ WHERE p.id = x.id AND p.status IN {_UNFINISHED}
 RETURNING p.id, p.processed_at
 """
 SQL_BY_IDS = f"SELECT {_RETURNING} FROM payments WHERE id = ANY($1::bigint[])"
-SQL_BY_ORDER = f"SELECT {_RETURNING}, lease_owner, lease_until > now() AS lease_live FROM payments WHERE order_id = $1"
+SQL_BY_ORDER = f"SELECT {_RETURNING} FROM payments WHERE order_id = $1"
 SQL_TAKE_OVER = f"""
 UPDATE payments SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
 WHERE id = $1 AND status IN {_UNFINISHED} AND (lease_until IS NULL OR lease_until < now())

@@ -15,12 +15,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.domain import FailureCode, Payment, PaymentRequest, PaymentStatus
+from app.persistence.mapping import payment_from_row
 from app.persistence.tables import PaymentRow
 
 
 def _to_domain(row: PaymentRow) -> Payment:
-    from app.persistence.mapping import payment_from_row
-
     return payment_from_row(row.model_dump())
 
 
