@@ -4,8 +4,8 @@
 #   docker build -t foodies/payment-service:<tag> .
 #
 # Two stages: "build" creates the virtual environment and installs the service
-# into it; "runtime" receives only that environment plus the app and its
-# migrations, on the same slim Python base (same interpreter path, so the
+# into it; "runtime" receives only that environment (the package and its
+# migrations), on the same slim Python base (same interpreter path, so the
 # environment works unchanged), without pip caches, compilers or tests.
 #
 # The install steps are the commands of scripts/bootstrap, which the README and CI
@@ -25,23 +25,20 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
-COPY migrations ./migrations
 
 # Same commands as scripts/bootstrap, without '.[dev]' and '-e'.
 RUN python3.11 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip \
  && /opt/venv/bin/python -m pip install --quiet --disable-pip-version-check . \
- && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash app migrations
+ && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash app
 
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 
-# PYTHONPATH puts /app first: /app/app (next to /app/migrations, where the service
-# finds its Alembic scripts) wins over the copy pip installed into the venv. The
-# root filesystem is read-only in Kubernetes, and the sources come precompiled.
+# The package, its migrations included (package data), lives in the venv. The root
+# filesystem is read-only in Kubernetes, and the sources come precompiled.
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
-    PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
@@ -51,8 +48,6 @@ RUN groupadd --system --gid 10001 payment \
 
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /src/app /app/app
-COPY --from=build /src/migrations /app/migrations
 
 # Numeric, so Kubernetes can verify runAsNonRoot (matches the pod securityContext).
 USER 10001:10001

@@ -32,8 +32,8 @@ def serve(settings: Settings) -> int:
             if sig == signal.SIGTERM and sig in self._captured_signals:
                 self._captured_signals.remove(sig)
 
-    from app.logs import configure_logging
-    from app.main import create_app
+    from app.observability.logs import configure_logging
+    from app.bootstrap import create_app
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
@@ -65,7 +65,7 @@ async def _migrate(settings: Settings, create_database: bool) -> None:
 def _dlq(settings: Settings, action: str, limit: int | None) -> int:
     import json
 
-    from app.dlq import BROKER_ERRORS, DlqError, DlqOperations
+    from app.messaging.dlq import BROKER_ERRORS, DlqError, DlqOperations
 
     operations = DlqOperations.from_settings(settings)
     try:

@@ -22,7 +22,8 @@ from app.config import Settings, load_settings
 from app.persistence.migrate import create_database_if_missing, migrate
 from tests.support import Bus, ServiceProcess, Servers
 
-TEST_DATABASE = "payments_test"
+# One database per test run: set TEST_DATABASE to run two suites side by side on one machine.
+TEST_DATABASE = os.environ.get("TEST_DATABASE", "payments_test")
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -110,7 +111,7 @@ async def running_app(settings: Settings, **kwargs: Any) -> AsyncIterator[Any]:
     """The real app (broker, database, HTTP routes) in this process, started via its lifespan.
 
     The lifespan runs in its own task (its task group must be entered and left in one task)."""
-    from app.main import create_app
+    from app.bootstrap import create_app
 
     app = create_app(settings, **kwargs)
     started, stop = asyncio.Event(), asyncio.Event()

@@ -11,7 +11,7 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant shared by all replicas; "payments" in ASCII.
 MIGRATION_LOCK_KEY = 0x7061796D656E7473
 

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.domain import Disposition, Payment, PaymentStatus
-from app.events import (
+from app.messaging.events import (
     CONSUMED_ROUTING_KEY,
     FAILED_ROUTING_KEY,
     SUCCEEDED_ROUTING_KEY,
@@ -36,8 +36,9 @@ from app.events import (
     OrderStockConfirmedEvent,
     outcome_event,
 )
-from app.service import FaultInjector, PaymentService
-from app.telemetry import PaymentMetrics
+from app.faults import FaultInjector
+from app.service.payments import PaymentService
+from app.observability.metrics import PaymentMetrics
 
 REJECTION_HEADER = "x-rejection-reason"
 
@@ -224,7 +225,7 @@ def build_broker(settings: Settings, middlewares: tuple[Any, ...] = ()) -> Rabbi
         # No per-message dependency injection: the decoder validates the event once, and the
         # injected `RabbitMessage` would cost a worker-thread hop per message.
         apply_types=False,
-        # Our own logger, so FastStream adds no stdout handler of its own (app.logs routes it).
+        # Our own logger, so FastStream adds no stdout handler of its own (app.observability.logs routes it).
         logger=logging.getLogger("faststream.access.rabbit"),
         description="Foodies payment service: charges orders whose stock is confirmed.",
         # Documented server, independent of the local environment.

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_asyncapi_matches_the_code(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "DB_", "PAYMENT_"))}
     out = tmp_path / "asyncapi.yaml"
     subprocess.run(
-        [str(Path(sys.executable).parent / "faststream"), "docs", "gen", "--yaml", "app.main:app", "--out", str(out)],
+        [str(Path(sys.executable).parent / "faststream"), "docs", "gen", "--yaml", "app.bootstrap:app", "--out", str(out)],
         cwd=ROOT,
         env=env,
         check=True,
@@ -24,7 +24,7 @@ def test_committed_asyncapi_matches_the_code(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.read_text() == (ROOT / "asyncapi.yaml").read_text(), (
-        "asyncapi.yaml is stale: run `.venv/bin/faststream docs gen --yaml app.main:app --out asyncapi.yaml`"
+        "asyncapi.yaml is stale: run `.venv/bin/faststream docs gen --yaml app.bootstrap:app --out asyncapi.yaml`"
     )
 
 

@@ -14,7 +14,7 @@ from app.domain import (
     PaymentStatus,
 )
 from app.gateway import RetryingCharger, RetryPolicy, SimulatedGateway
-from app.service import PaymentService
+from app.service.payments import PaymentService
 from tests.fakes import CountingGateway, ExplodingGateway, InMemoryPaymentStore
 
 

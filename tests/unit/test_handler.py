@@ -10,7 +10,7 @@ from faststream.rabbit import RabbitMessage
 from faststream.rabbit.testing import TestRabbitBroker
 
 from app.config import load_settings
-from app.main import create_app
+from app.bootstrap import create_app
 from tests.fakes import InMemoryPaymentStore
 from tests.support import FAILED_KEYS, SUCCEEDED_KEYS, event
 

@@ -14,7 +14,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from app.dlq import DlqError, DlqOperations
+from app.messaging.dlq import DlqError, DlqOperations
 from tests.conftest import bus_for, running_app
 from tests.support import ROOT, VENV_BIN, Bus, Servers, event
 

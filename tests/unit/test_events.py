@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from app.domain import CardBrand, FailureCode, Payment, PaymentMethod, PaymentMethodType, PaymentStatus
-from app.events import OrderStockConfirmedEvent, outcome_event
-from app.messaging import describe_validation_error
+from app.messaging.events import OrderStockConfirmedEvent, outcome_event
+from app.messaging.legacy import describe_validation_error
 
 CONTRACT_EXAMPLE = """{
   "eventId": "6f1c0c5e-1111-2222-3333-444455556666",

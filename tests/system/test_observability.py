@@ -23,11 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import load_settings
 from app.persistence.migrate import create_database_if_missing
-from app.tracing import provider_from_settings, traces_endpoint
+from app.observability.tracing import provider_from_settings, traces_endpoint
 from tests.conftest import bus_for, running_app
 from tests.support import Servers, event
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "kustomize" / "base" / "grafana-dashboard.json"
 
 # Fast retries for the `3333` card; a reconciler that stays out of the way unless asked.

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.auth import MISSING, Authenticator
-from app.dlq import BROKER_ERRORS, MAX_LIST, DlqError, DlqOperations
+from app.http.auth import MISSING, Authenticator
+from app.messaging.dlq import BROKER_ERRORS, MAX_LIST, DlqError, DlqOperations
 from app.domain import Payment, PaymentStatus
-from app.events import Instant, MoneyOut, PaymentMethodPayload, _CamelModel
+from app.messaging.events import Instant, MoneyOut, PaymentMethodPayload, _CamelModel
 from app.persistence.repository import PaymentRepository
-from app.telemetry import PaymentMetrics
+from app.observability.metrics import PaymentMetrics
 
 PROBE_PATHS = ("/healthz/startup", "/healthz/liveness", "/healthz/readiness", "/healthz", "/healthz/ready")
 MAX_ORDER_ID = 2**63 - 1

@@ -6,7 +6,7 @@ database pool → broker (exchange, queue, binding) → parking-lot queue → re
 ready. Shutdown: not ready → stop consuming and let in-flight payments finish (grace
 period) → flush → close.
 
-`app` at module level is what `faststream docs gen app.main:app` reads.
+`app` at module level is what `faststream docs gen app.bootstrap:app` reads.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from loguru import logger
 
-from app.auth import Authenticator
+from app.http.auth import Authenticator
 from app.config import Settings, load_settings
-from app.dlq import DlqOperations
+from app.messaging.dlq import DlqOperations
 from app.gateway import RetryingCharger, RetryPolicy, SimulatedGateway
-from app.http import Health, create_http_app
-from app.messaging import (
+from app.http.routes import Health, create_http_app
+from app.messaging.legacy import (
     OutcomePublisher,
     ParkingLot,
     PublishedMarks,
@@ -43,10 +43,11 @@ from app.messaging import (
 from app.persistence.ledger import PaymentLedger
 from app.persistence.migrate import migrate
 from app.persistence.repository import PaymentRepository, make_engine
-from app.reconciler import Reconciler
-from app.service import FaultInjector, PaymentService
-from app.telemetry import ChargeTelemetry, PaymentMetrics
-from app.tracing import broker_middleware, instrument_charger, provider_from_settings, shutdown_tracing
+from app.service.reconciler import Reconciler
+from app.faults import FaultInjector
+from app.service.payments import PaymentService
+from app.observability.metrics import ChargeTelemetry, PaymentMetrics
+from app.observability.tracing import broker_middleware, instrument_charger, provider_from_settings, shutdown_tracing
 
 
 class PaymentApp(AsgiFastStream):

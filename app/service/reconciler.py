@@ -16,10 +16,10 @@ from contextlib import suppress
 
 from loguru import logger
 
-from app.messaging import OutcomePublisher
+from app.messaging.legacy import OutcomePublisher
 from app.persistence.ledger import PaymentLedger
-from app.service import PaymentService
-from app.telemetry import PaymentMetrics
+from app.service.payments import PaymentService
+from app.observability.metrics import PaymentMetrics
 
 
 class Reconciler:

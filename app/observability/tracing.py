@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
     from app.config import Settings
-    from app.service import Charger
+    from app.service.payments import Charger
 
 TRACES_PATH = "/v1/traces"
 TRACER_NAME = "app.payment"

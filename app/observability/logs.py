@@ -18,7 +18,7 @@ from typing import Any
 
 from loguru import logger
 
-from app.tracing import current_span_ids
+from app.observability.tracing import current_span_ids
 
 QUIET_PATHS = ("/metrics", "/healthz")
 # Context keys never written, whatever a caller binds (card holder names, credentials).

@@ -1,0 +1,29 @@
+"""The payment domain, free of frameworks: payments, statuses, charge results (and money rules)."""
+
+from app.domain.payment import (
+    FAILURE_REASONS,
+    CardBrand,
+    ChargeResult,
+    Disposition,
+    FailureCode,
+    Payment,
+    PaymentMethod,
+    PaymentMethodType,
+    PaymentRequest,
+    PaymentStatus,
+    ProcessingResult,
+)
+
+__all__ = [
+    "FAILURE_REASONS",
+    "CardBrand",
+    "ChargeResult",
+    "Disposition",
+    "FailureCode",
+    "Payment",
+    "PaymentMethod",
+    "PaymentMethodType",
+    "PaymentRequest",
+    "PaymentStatus",
+    "ProcessingResult",
+]

@@ -1,0 +1,1 @@
+"""The HTTP surface: admin API, probes, metrics and documentation pages."""

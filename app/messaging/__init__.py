@@ -1,0 +1,1 @@
+"""RabbitMQ adapter: topology, the event contract (subscribers and publishers), parking lot."""
