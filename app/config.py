@@ -69,9 +69,20 @@ class Settings(BaseSettings):
     rabbitmq_vhost: str = "/"
     rabbitmq_consume_queue: str = Field("payment.stock-confirmed", min_length=1, max_length=200)
     rabbitmq_publish_exchange: str = Field("foodies", min_length=1, max_length=255)
+    rabbitmq_cancel_queue: str = Field("payment.order-cancelled", min_length=1, max_length=200)
     consumer_concurrency: int = Field(16, ge=1, le=1000)
+    # Larger consumed messages are parked unread (reason `too_large`).
+    max_event_bytes: int = Field(262_144, ge=1024, le=16 * 1024 * 1024)
 
-    # Simulated gateway, retries
+    # Payment gateway: the in-process simulator (default) or a Stripe-style HTTP API
+    payment_gateway: Literal["simulated", "http"] = "simulated"
+    payment_gateway_url: str | None = None
+    payment_gateway_api_key: SecretStr | None = None
+    # Circuit breaker: how long it stays open before a trial charge, and the oldest order
+    # (by its occurredAt) still held for the gateway. Held messages stay unacknowledged, so
+    # the wait must stay well below RabbitMQ's consumer_timeout (30 min by default).
+    payment_circuit_open_seconds: float = Field(10.0, gt=0, le=600)
+    payment_max_wait_seconds: float = Field(900.0, gt=0, le=1500)
     payment_always_succeed: bool = False
     payment_delay_ms: int = Field(100, ge=0, le=600_000)
     payment_gateway_timeout_ms: int = Field(5000, ge=1, le=600_000)
@@ -88,18 +99,22 @@ class Settings(BaseSettings):
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     admin_token: SecretStr | None = None
+    # Requests per second per client on /payments* and /admin* (burst: twice that).
+    admin_rate_limit: float = Field(20.0, gt=0, le=100_000)
     # OpenID Connect (Keycloak) access tokens for the admin API; see README "Admin API".
     auth_issuer: str | None = None
     auth_audience: str | None = None
     auth_jwks_url: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
+    # Unset: gRPC when the endpoint's port is 4317 (as Foodies runs it), else http/protobuf.
+    otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] | None = None
     otel_service_name: str = "payment-service"
 
     # Test-only crash injection (see README "Delivery guarantees"); never set in production.
     payment_fault_inject: str | None = None
     dlq_replay_fault: str | None = Field(None, pattern=r"^after_publish(:[1-9][0-9]*)?$")
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "payment_gateway", mode="before")
     @classmethod
     def _case_insensitive(cls, value: object, info) -> object:  # noqa: ANN001
         if isinstance(value, str):
@@ -121,13 +136,16 @@ class Settings(BaseSettings):
         "auth_audience",
         "auth_jwks_url",
         "dlq_replay_fault",
+        "payment_gateway_url",
+        "payment_gateway_api_key",
+        "otel_exporter_otlp_protocol",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("auth_issuer", "auth_jwks_url", "otel_exporter_otlp_endpoint")
+    @field_validator("auth_issuer", "auth_jwks_url", "otel_exporter_otlp_endpoint", "payment_gateway_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
@@ -142,6 +160,14 @@ class Settings(BaseSettings):
             raise ValueError("AUTH_ISSUER and AUTH_AUDIENCE must be set together")
         if self.auth_jwks_url and not self.auth_issuer:
             raise ValueError("AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE")
+        return self
+
+    @model_validator(mode="after")
+    def _check_gateway(self) -> Settings:
+        if self.payment_gateway == "http" and not self.payment_gateway_url:
+            raise ValueError("PAYMENT_GATEWAY_URL is required with PAYMENT_GATEWAY=http")
+        if self.rabbitmq_cancel_queue == self.rabbitmq_consume_queue:
+            raise ValueError("RABBITMQ_CANCEL_QUEUE must differ from RABBITMQ_CONSUME_QUEUE")
         return self
 
     @model_validator(mode="after")
@@ -171,6 +197,20 @@ class Settings(BaseSettings):
     @property
     def dlq_name(self) -> str:
         return f"{self.rabbitmq_consume_queue}.dlq"
+
+    @property
+    def cancel_dlq_name(self) -> str:
+        return f"{self.rabbitmq_cancel_queue}.dlq"
+
+    @property
+    def otlp_protocol(self) -> str:
+        """The OTLP protocol in effect: as set, else gRPC for an endpoint on port 4317."""
+        if self.otel_exporter_otlp_protocol:
+            return self.otel_exporter_otlp_protocol
+        endpoint = self.otel_exporter_otlp_endpoint
+        if endpoint and urlsplit(endpoint).port == 4317:
+            return "grpc"
+        return "http/protobuf"
 
     @property
     def admin_tokens(self) -> tuple[str, ...]:
@@ -223,9 +263,15 @@ class Settings(BaseSettings):
             "rabbitmq": f"{self.rabbitmq_host}:{self.rabbitmq_port}{self.rabbitmq_vhost}",
             "rabbitmq_user": self.rabbitmq_username,
             "queue": self.rabbitmq_consume_queue,
+            "cancel_queue": self.rabbitmq_cancel_queue,
+            "max_event_bytes": self.max_event_bytes,
             "exchange": self.rabbitmq_publish_exchange,
             "consumer_concurrency": self.consumer_concurrency,
             "gateway": {
+                "kind": self.payment_gateway,
+                "url": self.payment_gateway_url,
+                "circuit_open_seconds": self.payment_circuit_open_seconds,
+                "max_wait_seconds": self.payment_max_wait_seconds,
                 "always_succeed": self.payment_always_succeed,
                 "delay_ms": self.payment_delay_ms,
                 "timeout_ms": self.payment_gateway_timeout_ms,
@@ -238,7 +284,8 @@ class Settings(BaseSettings):
             "shutdown_grace_seconds": self.shutdown_grace_seconds,
             "admin_token": "***" if self.admin_token else None,
             "auth_issuer": self.auth_issuer,
-            "tracing": bool(self.otel_exporter_otlp_endpoint),
+            "tracing": self.otlp_protocol if self.otel_exporter_otlp_endpoint else None,
+            "admin_rate_limit": self.admin_rate_limit,
             "log": f"{self.log_level}/{self.log_format}",
         }
 
@@ -251,7 +298,8 @@ def _describe(error: ValidationError) -> str:
     if location:
         variable = location[0].upper()
         value = first.get("input")
-        shown = "" if variable in {"DB_PASSWORD", "RABBITMQ_PASSWORD", "ADMIN_TOKEN"} else f" (got {value!r})"
+        secret = {"DB_PASSWORD", "RABBITMQ_PASSWORD", "ADMIN_TOKEN", "PAYMENT_GATEWAY_API_KEY"}
+        shown = "" if variable in secret else f" (got {value!r})"
         return f"{variable}: {message}{shown}"
     return message
 
