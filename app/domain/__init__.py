@@ -6,12 +6,14 @@ from app.domain.payment import (
     ChargeResult,
     Disposition,
     FailureCode,
+    OrderCancellation,
     Payment,
     PaymentMethod,
     PaymentMethodType,
     PaymentRequest,
     PaymentStatus,
     ProcessingResult,
+    Rejection,
 )
 
 __all__ = [
@@ -20,10 +22,12 @@ __all__ = [
     "ChargeResult",
     "Disposition",
     "FailureCode",
+    "OrderCancellation",
     "Payment",
     "PaymentMethod",
     "PaymentMethodType",
     "PaymentRequest",
     "PaymentStatus",
     "ProcessingResult",
+    "Rejection",
 ]

@@ -15,10 +15,11 @@ class PaymentStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     REFUNDED = "REFUNDED"
+    CANCELLED = "CANCELLED"  # the order was cancelled before it was charged; never charged
 
     @property
     def is_final(self) -> bool:
-        return self in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.REFUNDED)
+        return self not in (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
 
 
 class PaymentMethodType(StrEnum):
@@ -70,16 +71,38 @@ class PaymentMethod:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an order that can be identified cannot be charged: it fails without a charge."""
+
+    code: FailureCode  # INVALID_CARD (payment method problems) or UNKNOWN
+    reason: str  # names the field, e.g. "Invalid totalAmount"
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentRequest:
-    """What the service needs to charge one order (decoded from the consumed event)."""
+    """What the service needs to charge one order (decoded from the consumed event).
+
+    A request with a `rejection` is recorded FAILED without a charge; its unreadable fields
+    are None (buyer_id is "" when missing)."""
 
     event_id: str
     order_id: int
     buyer_id: str
-    amount: Decimal
-    currency: str
-    payment_method: PaymentMethod
+    amount: Decimal | None
+    currency: str | None
+    payment_method: PaymentMethod | None
     occurred_at: datetime | None = None
+    rejection: Rejection | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancellation:
+    """The order service cancelled an order (buyer, stock rejected or payment failed)."""
+
+    order_id: int
+    buyer_id: str | None
+    reason: str
+    cancelled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +134,10 @@ class Payment:
     id: int
     order_id: int
     buyer_id: str
-    amount: Decimal
-    currency: str
+    amount: Decimal | None  # None only on a FAILED row whose event had no usable amount
+    currency: str | None
     status: PaymentStatus
-    payment_method: PaymentMethod
+    payment_method: PaymentMethod | None
     created_at: datetime
     transaction_id: str | None = None
     failure_reason: str | None = None
@@ -124,6 +147,13 @@ class Payment:
     lease_until: datetime | None = None
     published_at: datetime | None = None
     updated_at: datetime | None = field(default=None)
+    # Cancellation and refund (see service/refunds): cancelled_at is when order.cancelled
+    # arrived; a refund is owed while refund_requested_at is set and refunded_at is not.
+    cancelled_at: datetime | None = None
+    refund_reason: str | None = None
+    refund_requested_at: datetime | None = None
+    refund_id: str | None = None
+    refunded_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:
