@@ -10,7 +10,15 @@ from typing import Any
 
 from loguru import logger
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from app.domain import Disposition, Payment, PaymentStatus
 from app.gateway.base import ChargeRequest
@@ -24,6 +32,13 @@ class PaymentMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
+        if registry is None:
+            # process_* (memory, CPU, open file descriptors) and python_* (version, GC) series, which
+            # dashboards expect from any Python service. A registry passed in (e.g. prometheus_client's
+            # default one) may already carry them, and registering them twice raises.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         self.processed = Counter(
             "payment_processed",
             "Payments finished (by the consumer or the reconciler), by outcome (succeeded / failed / replayed) "
