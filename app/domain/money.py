@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import MappingProxyType
 
 from iso4217 import Currency
 
-MAX_AMOUNT = Decimal(
-    "10000000000"
-)  # the ledger's NUMERIC(12,2) holds values below 10^10
+MAX_AMOUNT = Decimal(10_000_000_000)  # the ledger's NUMERIC(12,2) holds values below 10^10
 CENT = Decimal("0.01")
 # Digits with an optional "." and fraction; nothing else (no exponent, sign, spaces or underscores).
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -20,11 +18,7 @@ _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 # XAU, fund units such as XDR, the testing code XTS; "N.A." in the standard) are left out on
 # purpose: an amount in them cannot be expressed in minor units, so they are not chargeable.
 EXPONENTS: MappingProxyType[str, int] = MappingProxyType(
-    {
-        currency.code: currency.exponent
-        for currency in Currency
-        if currency.exponent is not None
-    }
+    {currency.code: currency.exponent for currency in Currency if currency.exponent is not None}
 )
 
 
@@ -51,19 +45,9 @@ def parse_amount(raw: object) -> Decimal:
     `raw` is a JSON string holding a plain decimal (`"49.99"`, `"49.990"`, `"10"`) or a JSON
     number (read by its decimal value: floats through their shortest repr, so 49.99 is 49.99).
     """
-    if isinstance(raw, str):
-        if not _PLAIN_DECIMAL.fullmatch(raw):
-            raise ValueError("not a plain decimal")
-        amount = Decimal(raw)
-    elif isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise ValueError("not a decimal string or number")
-    else:
-        try:
-            amount = Decimal(repr(raw) if isinstance(raw, float) else raw)
-        except InvalidOperation:  # pragma: no cover - repr of a float always parses
-            raise ValueError("not a decimal number") from None
-        if not amount.is_finite():
-            raise ValueError("not a finite number")
+    amount = _decimal_of(raw)
+    if amount is None:
+        raise ValueError("not a plain decimal")
     if amount <= 0:
         raise ValueError("must be greater than 0")
     if amount >= MAX_AMOUNT:
@@ -72,6 +56,20 @@ def parse_amount(raw: object) -> Decimal:
     if cents != amount:
         raise ValueError("more than 2 decimal places")
     return cents
+
+
+def _decimal_of(raw: object) -> Decimal | None:
+    """The exact decimal value of a plain-decimal string or a finite JSON number; None otherwise."""
+    if isinstance(raw, str):
+        return Decimal(raw) if _PLAIN_DECIMAL.fullmatch(raw) else None
+    if isinstance(raw, bool):  # a JSON true/false is not a number (bool subclasses int)
+        return None
+    if isinstance(raw, int):
+        return Decimal(raw)
+    if isinstance(raw, float):
+        amount = Decimal(repr(raw))  # the shortest repr is the JSON text's value: 49.99, not 49.98999...
+        return amount if amount.is_finite() else None
+    return None
 
 
 def to_minor_units(amount: Decimal, currency: str) -> int:

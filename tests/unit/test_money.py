@@ -153,8 +153,6 @@ def test_minor_units(amount: str, currency: str, minor: int) -> None:
     "amount, currency",
     [("10.50", "JPY"), ("0.01", "JPY"), ("1.00", "XYZ"), ("1.00", "XAU")],
 )
-def test_amounts_the_currency_cannot_express_are_errors(
-    amount: str, currency: str
-) -> None:
+def test_amounts_the_currency_cannot_express_are_errors(amount: str, currency: str) -> None:
     with pytest.raises(ValueError):
         to_minor_units(Decimal(amount), currency)
