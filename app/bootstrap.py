@@ -1,259 +1,259 @@
-"""The app factory: all wiring in one place.
+"""The composition root: every adapter is built and wired here, and nowhere else.
 
-`create_app(settings)` builds one ASGI application that runs the RabbitMQ broker in its
-lifespan and serves the HTTP routes. Start-up order: migrations (under an advisory lock) →
-database pool → broker (exchange, queue, binding) → parking-lot queue → reconciler →
-ready. Shutdown: not ready → stop consuming and let in-flight payments finish (grace
-period) → flush → close.
+`build(settings)` returns the parts; tests pass seams (ledger, gateway, clock) instead of
+patching objects after wiring. `create_app(settings)` puts the parts into one ASGI app whose
+lifespan runs them. Start-up: migrations (under an advisory lock) → database pool → broker
+(exchange, queues, bindings) → parking lots and replay bindings → reconciler → ready.
+Shutdown: not ready → stop consuming, let in-flight payments finish (grace period) → flush → close.
 
-`app` at module level is what `faststream docs gen app.bootstrap:app` reads.
+`faststream docs gen --factory app.bootstrap:create_app` generates the AsyncAPI document.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiormq.exceptions import AMQPConnectionError
-from faststream.asgi import AsgiFastStream
-from faststream.asgi.factories import AsyncAPIRoute
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.specification import AsyncAPI
 from loguru import logger
 
-from app.http.auth import Authenticator
+from app import __version__
+from app.asgi import PaymentApp
+from app.backoff import patiently
 from app.config import Settings, load_settings
-from app.messaging.dlq import DlqOperations
-from app.gateway import RetryingCharger, RetryPolicy, SimulatedGateway
+from app.faults import FaultInjector
+from app.gateway import CircuitBreaker, RetryingCharger, RetryPolicy, gateway_from
+from app.http.auth import Authenticator
 from app.http.routes import Health, create_http_app
-from app.messaging.legacy import (
-    OutcomePublisher,
-    ParkingLot,
-    PublishedMarks,
-    Topology,
-    build_broker,
-    declare_publishers,
-    parking_middleware,
-    register_subscriber,
-)
+from app.messaging.broker import build_broker
+from app.messaging.consumer import Consumers
+from app.messaging.contract import declare_publishers, register
+from app.messaging.dlq import DlqOperations
+from app.messaging.parking import ParkingLot
+from app.messaging.publishing import OutcomePublisher, PublishedMarks
+from app.messaging.topology import Topology
+from app.observability.metrics import ChargeTelemetry, PaymentMetrics
+from app.observability.tracing import broker_middleware, instrument_charger, provider_from_settings, shutdown_tracing
 from app.persistence.ledger import PaymentLedger
 from app.persistence.migrate import migrate
 from app.persistence.repository import PaymentRepository, make_engine
-from app.service.reconciler import Reconciler
-from app.faults import FaultInjector
 from app.service.payments import PaymentService
-from app.observability.metrics import ChargeTelemetry, PaymentMetrics
-from app.observability.tracing import broker_middleware, instrument_charger, provider_from_settings, shutdown_tracing
-
-
-class PaymentApp(AsgiFastStream):
-    """FastStream's ASGI app, with every HTTP request that is not one of its own exact
-    routes (the AsyncAPI page) handed to the Starlette router."""
-
-    http: Any = None
-
-    async def _start_broker(self) -> None:
-        """Connect to RabbitMQ, waiting it out if it is not there yet: the HTTP probes already
-        answer (readiness 503) and the process does not need a restart to recover."""
-        delay = 0.5
-        while True:
-            try:
-                await super()._start_broker()
-                return
-            except (OSError, AMQPConnectionError) as error:
-                for broker in self.brokers:
-                    broker._connection = None  # start from scratch on the next try
-                logger.warning(
-                    "RabbitMQ is not reachable ({error}); retrying in {delay:.1f} s",
-                    error=str(error) or type(error).__name__,
-                    delay=delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def not_found(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and self.http is not None:
-            await self.http(scope, receive, send)
-            return
-        await super().not_found(scope, receive, send)
+from app.service.reconciler import Reconciler
+from app.service.refunds import RefundService
 
 
 @dataclass
 class Components:
-    """Everything the app wired, for tests and tooling."""
+    """Everything the service is made of, wired."""
 
     settings: Settings
     broker: RabbitBroker
     topology: Topology
     metrics: PaymentMetrics
     ledger: PaymentLedger
-    gateway: SimulatedGateway
-    service: PaymentService
+    gateway: Any
+    breaker: CircuitBreaker
+    payments: PaymentService
+    refunds: RefundService
     outcomes: OutcomePublisher
     marks: PublishedMarks
+    consumers: Consumers
     reconciler: Reconciler
     health: Health
+    auth: Authenticator
+    dlq: DlqOperations
+    tracer: Any = None
     repository: PaymentRepository | None = None
-    auth: Authenticator | None = None
-    dlq: DlqOperations | None = None
 
 
-def create_app(
-    settings: Settings | None = None,
+def build(
+    settings: Settings,
     *,
-    gateway: SimulatedGateway | None = None,
-    tracer_provider: Any | None = None,
-) -> PaymentApp:
-    settings = settings or load_settings()
+    ledger: PaymentLedger | None = None,
+    gateway: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    tracer_provider: Any = None,
+) -> Components:
     metrics = PaymentMetrics()
     topology = Topology.from_settings(settings)
     faults = FaultInjector(settings.payment_fault_inject)
-
     # Tracing is on with OTEL_EXPORTER_OTLP_ENDPOINT (or a provider given by a test); off, it costs nothing.
     tracer = tracer_provider or provider_from_settings(settings)
     tracing = (broker_middleware(tracer),) if tracer is not None else ()
     prometheus = RabbitPrometheusMiddleware(registry=metrics.registry, app_name=settings.otel_service_name)
     broker = build_broker(settings, middlewares=(*tracing, prometheus))
-    parking = ParkingLot(broker, topology, metrics)
-    broker.add_middleware(parking_middleware(parking))
 
-    ledger = PaymentLedger(settings.postgres_dsn(), pool_size=settings.db_pool_size)
-    gateway = gateway or SimulatedGateway(settings.payment_delay_ms, settings.payment_always_succeed)
-    charger = RetryingCharger(
-        gateway,
-        RetryPolicy(
-            max_attempts=settings.payment_retry_max_attempts,
-            timeout_s=settings.payment_gateway_timeout_ms / 1000,
-            base_delay_s=settings.payment_retry_base_delay_ms / 1000,
-            max_delay_s=settings.payment_retry_max_delay_ms / 1000,
-        ),
-        ChargeTelemetry(metrics),
+    ledger = ledger or PaymentLedger(settings.postgres_dsn(), pool_size=settings.db_pool_size)
+    gateway = gateway or gateway_from(settings)
+    breaker = CircuitBreaker(
+        open_seconds=settings.payment_circuit_open_seconds, clock=clock, on_change=metrics.circuit_state.set
     )
-    service = PaymentService(
-        ledger, instrument_charger(charger, tracer), lease_s=settings.payment_lease_seconds, faults=faults
+    policy = RetryPolicy(
+        max_attempts=settings.payment_retry_max_attempts,
+        timeout_s=settings.payment_gateway_timeout_ms / 1000,
+        base_delay_s=settings.payment_retry_base_delay_ms / 1000,
+        max_delay_s=settings.payment_retry_max_delay_ms / 1000,
     )
-    succeeded, failed = declare_publishers(broker, topology)
+    charger = instrument_charger(RetryingCharger(gateway, policy, ChargeTelemetry(metrics), breaker=breaker), tracer)
+    lease_s = settings.payment_lease_seconds
+    refunds = RefundService(ledger, charger, lease_s=lease_s, faults=faults, observe=metrics.refund_done)
+    payments = PaymentService(ledger, charger, refunds, lease_s=lease_s, faults=faults, on_conflict=metrics.conflict)
+
     marks = PublishedMarks(ledger.mark_published)
-    outcomes = OutcomePublisher(succeeded, failed, marks, metrics)
+    outcomes = OutcomePublisher(declare_publishers(broker, topology), marks, metrics)
     health = Health(database=ledger.ping, broker=lambda: broker.ping(timeout=2.0))
-    register_subscriber(broker, topology, service, outcomes, metrics, faults, parking, lambda: health.stopping)
+    consumers = Consumers(
+        payments=payments,
+        refunds=refunds,
+        outcomes=outcomes,
+        parking=ParkingLot(broker, topology, metrics),
+        topology=topology,
+        metrics=metrics,
+        faults=faults,
+        gate=breaker,
+        max_event_bytes=settings.max_event_bytes,
+        max_wait_s=settings.payment_max_wait_seconds,
+        stopping=lambda: health.stopping,
+    )
+    register(broker, topology, consumers)
     reconciler = Reconciler(
         ledger,
-        service,
-        outcomes,
+        payments,
+        refunds,
+        outcomes.publish,
         metrics,
+        breaker,
         interval_s=settings.reconcile_interval_seconds,
-        lease_s=settings.payment_lease_seconds,
+        lease_s=lease_s,
+        max_wait_s=settings.payment_max_wait_seconds,
         concurrency=settings.consumer_concurrency,
     )
-    components = Components(
-        settings, broker, topology, metrics, ledger, gateway, service, outcomes, marks, reconciler, health
+    return Components(
+        settings=settings,
+        broker=broker,
+        topology=topology,
+        metrics=metrics,
+        ledger=ledger,
+        gateway=gateway,
+        breaker=breaker,
+        payments=payments,
+        refunds=refunds,
+        outcomes=outcomes,
+        marks=marks,
+        consumers=consumers,
+        reconciler=reconciler,
+        health=health,
+        auth=Authenticator.from_settings(settings),
+        dlq=DlqOperations.from_settings(settings),
+        tracer=tracer,
     )
+
+
+def specification(components: Components) -> AsyncAPI:
+    lots = ", ".join(f"`{lot.dlq.name}`" for lot in components.topology.lots)
+    return AsyncAPI(
+        title="Foodies payment service",
+        version=__version__,
+        description=(
+            "Consumes OrderStockConfirmedEvent and OrderCancelledEvent; charges the buyer once per order and "
+            "publishes payment.succeeded or payment.failed; refunds a cancelled order's charge and publishes "
+            f"payment.refunded. Unreadable messages are parked in {lots} with an `x-rejection-reason` header."
+        ),
+    )
+
+
+class Lifecycle:
+    """Start-up and shutdown steps, in order (FastStream's lifespan hooks call them)."""
+
+    def __init__(self, components: Components, owns_tracer: bool) -> None:
+        self.c = components
+        self.owns_tracer = owns_tracer
+
+    async def prepare_database(self) -> None:
+        c = self.c
+        logger.info("starting payment service", version=__version__, settings=c.settings.summary())
+        if c.auth.enabled:
+            logger.info("admin API authentication on", **c.auth.describe())
+        else:
+            logger.warning(
+                "admin API authentication is off: /payments and /admin answer anyone; "
+                "set ADMIN_TOKEN or AUTH_ISSUER and AUTH_AUDIENCE"
+            )
+        url = c.settings.sqlalchemy_url()
+        await patiently(lambda: migrate(url), what="PostgreSQL", retry_on=_database_unreachable, initial_s=0.5)
+        logger.info("database migrations applied")
+        await c.ledger.open()
+        c.repository = PaymentRepository(make_engine(url, pool_size=2))
+
+    async def finish_startup(self) -> None:
+        c = self.c
+        # The subscribers have declared the exchange, their queues and bindings by now.
+        for queue, routing_key in c.topology.bindings():
+            declared = await c.broker.declare_queue(queue)
+            await declared.bind(c.topology.exchange.name, routing_key=routing_key)
+        c.marks.start()
+        c.reconciler.start()
+        # Everything built so far lives as long as the process: keep it out of the garbage
+        # collector's full passes, which otherwise stall the event loop for a few hundred ms.
+        gc.collect()
+        gc.freeze()
+        c.health.started = True
+        logger.info(
+            "ready: consuming {queues}",
+            queues=[lot.queue.name for lot in c.topology.lots],
+            concurrency=c.settings.consumer_concurrency,
+        )
+
+    async def stop_taking_work(self) -> None:
+        self.c.health.stopping = True
+        logger.info("shutting down: finishing in-flight payments", grace_seconds=self.c.settings.shutdown_grace_seconds)
+        await self.c.reconciler.stop()
+
+    async def release_resources(self) -> None:
+        c = self.c
+        await c.marks.stop()
+        await c.ledger.close()
+        if c.repository is not None:
+            await c.repository.engine.dispose()
+        closer = getattr(c.gateway, "aclose", None)
+        if closer is not None:
+            await closer()
+        if c.tracer is not None and self.owns_tracer:
+            await shutdown_tracing(c.tracer)
+        logger.info("shutdown complete")
+
+
+def create_app(settings: Settings | None = None, **seams: Any) -> PaymentApp:
+    components = build(settings or load_settings(), **seams)
+    app = PaymentApp(components.broker, specification=specification(components), asyncapi_path=None)
+    lifecycle = Lifecycle(components, owns_tracer=seams.get("tracer_provider") is None)
+    app.on_startup(lifecycle.prepare_database)
+    app.after_startup(lifecycle.finish_startup)
+    app.on_shutdown(lifecycle.stop_taking_work)
+    app.after_shutdown(lifecycle.release_resources)
 
     def repository() -> PaymentRepository:
         if components.repository is None:
             raise RuntimeError("the service is not started")
         return components.repository
 
-    app = PaymentApp(
-        broker,
-        specification=AsyncAPI(
-            title="Foodies payment service",
-            version="1.0.0",
-            description=(
-                "Consumes OrderStockConfirmedEvent, charges the buyer once per order, and publishes "
-                "payment.succeeded or payment.failed. Unprocessable messages are parked in "
-                f"`{topology.dlq.name}` with an `x-rejection-reason` header."
-            ),
-        ),
-        asyncapi_path=AsyncAPIRoute("/docs/asyncapi", try_it_out_path=None),
-    )
-    components.auth = Authenticator.from_settings(settings)
-    components.dlq = DlqOperations.from_settings(settings)
     app.http = create_http_app(
-        health=health, metrics=metrics, repository=repository, auth=components.auth, dlq=components.dlq
+        health=components.health,
+        metrics=components.metrics,
+        repository=repository,
+        auth=components.auth,
+        dlq=components.dlq,
     )
-    app.components = components  # type: ignore[attr-defined]
-
-    @app.on_startup
-    async def prepare_database() -> None:
-        logger.info("starting payment service", settings=settings.summary())
-        if components.auth.enabled:
-            logger.info("admin API authentication on", **components.auth.describe())
-        else:
-            logger.warning(
-                "admin API authentication is off: /payments and /admin answer anyone; "
-                "set ADMIN_TOKEN or AUTH_ISSUER and AUTH_AUDIENCE"
-            )
-        await _wait_for(lambda: migrate(settings.sqlalchemy_url()), "PostgreSQL")
-        logger.info("database migrations applied")
-        await ledger.open()
-        components.repository = PaymentRepository(make_engine(settings.sqlalchemy_url(), pool_size=2))
-
-    @app.after_startup
-    async def finish_startup() -> None:
-        # The broker has declared the exchange, the queue and its binding by now.
-        await broker.declare_queue(topology.dlq)
-        marks.start()
-        reconciler.start()
-        # Everything built so far lives as long as the process: keep it out of the garbage
-        # collector's full passes, which otherwise stall the event loop for a few hundred ms.
-        gc.collect()
-        gc.freeze()
-        health.started = True
-        logger.info(
-            "ready: consuming {queue}",
-            queue=topology.queue.name,
-            dlq=topology.dlq.name,
-            concurrency=settings.consumer_concurrency,
-        )
-
-    @app.on_shutdown
-    async def stop_taking_work() -> None:
-        health.stopping = True
-        logger.info("shutting down: finishing in-flight payments", grace_seconds=settings.shutdown_grace_seconds)
-        await reconciler.stop()
-
-    @app.after_shutdown
-    async def release_resources() -> None:
-        await marks.stop()
-        await ledger.close()
-        if components.repository is not None:
-            await components.repository.engine.dispose()
-        if tracer is not None and tracer_provider is None:
-            await shutdown_tracing(tracer)
-        logger.info("shutdown complete")
-
+    app.components = components
     return app
 
 
-async def _wait_for(step: Any, what: str) -> None:
-    """Run a start-up step, retrying with backoff while its server is unreachable."""
-    delay = 0.5
-    while True:
-        try:
-            await step()
-            return
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError) as error:
-            logger.warning(
-                "{what} is not reachable ({error}); retrying in {delay:.1f} s",
-                what=what,
-                error=str(error) or type(error).__name__,
-                delay=delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
-def _default_app() -> PaymentApp:
-    try:
-        return create_app()
-    except Exception:  # noqa: BLE001 - a bad environment must not break `docs gen` with defaults
-        return create_app(Settings.model_construct())
-
-
-app = _default_app()
+def _database_unreachable(error: BaseException) -> bool:
+    return isinstance(error, (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError))

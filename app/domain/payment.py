@@ -168,6 +168,26 @@ class Payment:
         """The key every charge attempt for this order uses, whoever makes it."""
         return f"order-{self.order_id}"
 
+    @property
+    def refund_key(self) -> str:
+        """The key of the one refund this order can ever have."""
+        return f"refund-order-{self.order_id}"
+
+    @property
+    def refund_owed(self) -> bool:
+        return self.status is PaymentStatus.SUCCEEDED and self.refund_requested_at is not None
+
+    @property
+    def announces(self) -> PaymentStatus | None:
+        """The outcome event this payment stands for, if any: none while unfinished, none for a
+        CANCELLED order (never charged), and never `payment.succeeded` once the order was
+        cancelled — its charge is refunded (or awaits an operator) instead."""
+        if self.status is PaymentStatus.SUCCEEDED and self.cancelled_at is not None:
+            return None
+        if self.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.REFUNDED):
+            return self.status
+        return None
+
     def with_outcome(self, charge: ChargeResult, at: datetime) -> Payment:
         if charge.success:
             return replace(

@@ -114,6 +114,50 @@ class PaymentMetrics:
             registry=r,
         )
 
+        self.cancellations = Counter(
+            "payment_cancellations",
+            "order.cancelled events handled, by case: before_charge (never charged), in_flight (refunded "
+            "if the charge succeeds), after_success (refunded), final (nothing to do).",
+            ["case"],
+            registry=r,
+        )
+        self.refunds = Counter(
+            "payment_refunds",
+            "Refund attempts finished, by outcome (refunded / declined / error: the gateway was unavailable, "
+            "the refund stays owed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.refund_failures = Counter(
+            "payment_refund_failures",
+            "Refunds the gateway declined: the payment stays SUCCEEDED until an operator retries it.",
+            registry=r,
+        )
+        self.conflicts = Counter(
+            "payment_event_conflicts",
+            "Events for an order that already has a payment, with a different amount, currency or buyer "
+            "(not charged).",
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "payment_gateway_circuit_state",
+            "The gateway circuit breaker: 0 closed, 1 open (orders wait), 2 half-open (one trial charge).",
+            registry=r,
+        )
+        self.held = Gauge(
+            "payment_held_messages",
+            "Orders this replica holds unacknowledged while the gateway is unavailable.",
+            registry=r,
+        )
+
+    def refund_done(self, outcome: str) -> None:
+        self.labelled(self.refunds, outcome).inc()
+        if outcome == "declined":
+            self.refund_failures.inc()
+
+    def conflict(self, order_id: int, fields: list[str]) -> None:
+        self.conflicts.inc()
+
     def labelled(self, metric: Any, *values: str) -> Any:
         """The metric's child for these label values, looked up once (labels() takes a lock
         and builds a key on every call; this runs several times per message)."""
@@ -132,9 +176,11 @@ class PaymentMetrics:
 
     def payment_recorded(self, payment: Payment) -> None:
         """A charge finished and was recorded (by the consumer or the reconciler)."""
-        if payment.status is PaymentStatus.SUCCEEDED:
+        if payment.status is PaymentStatus.SUCCEEDED and payment.amount is not None and payment.currency:
             self.labelled(self.processed, "succeeded", "").inc()
             self.labelled(self.charged_amount, payment.currency).inc(float(payment.amount))
+        elif payment.status is PaymentStatus.REFUNDED:
+            self.labelled(self.processed, "refunded", "").inc()
         else:
             self.labelled(self.processed, "failed", _code(payment)).inc()
 

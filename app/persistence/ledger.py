@@ -1,7 +1,10 @@
-"""The per-message write path on asyncpg directly: claim a payment, record its outcome,
-mark it published. Kept lean on purpose: asyncpg without an ORM, prepared statements, and
-group commit (the claims in flight together share one multi-row INSERT, the outcomes one
-multi-row UPDATE; see group_commit.py).
+"""The per-message write path on asyncpg directly (the hot path): claim a payment, record its
+outcome, mark it published; and the cancellation, refund and reconciler statements.
+
+Kept lean on purpose: asyncpg without an ORM, prepared statements, and group commit (the
+claims in flight together share one multi-row INSERT, the outcomes one multi-row UPDATE; see
+group_commit.py). The schema itself is owned by the SQLModel table and its Alembic
+migrations (tables.py); the admin queries go through SQLModel (repository.py).
 
 While PostgreSQL is unreachable every call waits and tries again with backoff (capped at
 a few seconds), so messages stay unacknowledged and nothing spins.
@@ -12,94 +15,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
-from loguru import logger
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from app.domain import ChargeResult, Payment, PaymentRequest, PaymentStatus
+from app.backoff import patiently
+from app.domain import ChargeResult, OrderCancellation, Payment, PaymentRequest, PaymentStatus
+from app.gateway.base import RefundResult
+from app.persistence import statements as sql
 from app.persistence.group_commit import GroupCommitter
-from app.persistence.mapping import COLUMNS, payment_from_row
+from app.persistence.mapping import payment_from_row
 
 T = TypeVar("T")
-
-_RETURNING = ", ".join(COLUMNS)
-_UNFINISHED = "('PENDING', 'PROCESSING')"
-
-SQL_CLAIM_ONE = f"""
-INSERT INTO payments (order_id, buyer_id, amount, currency, status, payment_method_type,
-    card_last_four, card_brand, card_holder_name, expiration_month, expiration_year,
-    event_id, lease_owner, lease_until)
-VALUES ($1, $2, $3, $4, 'PROCESSING', $5, $6, $7, $8, $9, $10, $11, $12, now() + make_interval(secs => $13))
-ON CONFLICT (order_id) DO NOTHING
-RETURNING id, order_id, created_at, lease_until
-"""
-SQL_CLAIM_MANY = f"""
-INSERT INTO payments (order_id, buyer_id, amount, currency, status, payment_method_type,
-    card_last_four, card_brand, card_holder_name, expiration_month, expiration_year,
-    event_id, lease_owner, lease_until)
-SELECT o, b, a, c, 'PROCESSING', t, l4, br, h, m, y, e, k, now() + make_interval(secs => $13)
-FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::int[], $10::int[], $11::text[], $12::uuid[])
-     AS x(o, b, a, c, t, l4, br, h, m, y, e, k)
-ORDER BY o
-ON CONFLICT (order_id) DO NOTHING
-RETURNING id, order_id, created_at, lease_until
-"""
-SQL_BY_ORDERS = f"SELECT {_RETURNING}, lease_owner FROM payments WHERE order_id = ANY($1::bigint[])"
-SQL_RECORD_ONE = f"""
-UPDATE payments SET status = $2, transaction_id = $3, failure_reason = $4, failure_code = $5,
-    processed_at = now(), updated_at = now(), lease_until = NULL, lease_owner = NULL
-WHERE id = $1 AND status IN {_UNFINISHED}
-RETURNING id, processed_at
-"""
-SQL_RECORD_MANY = f"""
-UPDATE payments p SET status = x.s, transaction_id = x.t, failure_reason = x.r, failure_code = x.c,
-    processed_at = now(), updated_at = now(), lease_until = NULL, lease_owner = NULL
-FROM (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-      AS u(id, s, t, r, c) ORDER BY id) AS x
-WHERE p.id = x.id AND p.status IN {_UNFINISHED}
-RETURNING p.id, p.processed_at
-"""
-SQL_BY_IDS = f"SELECT {_RETURNING} FROM payments WHERE id = ANY($1::bigint[])"
-SQL_BY_ORDER = f"SELECT {_RETURNING} FROM payments WHERE order_id = $1"
-SQL_TAKE_OVER = f"""
-UPDATE payments SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
-WHERE id = $1 AND status IN {_UNFINISHED} AND (lease_until IS NULL OR lease_until < now())
-RETURNING {_RETURNING}
-"""
-SQL_MARK_PUBLISHED = """
-UPDATE payments SET published_at = now(), lease_until = NULL
-WHERE id = ANY($1::bigint[]) AND published_at IS NULL
-"""
-SQL_EXPIRED_LEASES = f"""
-SELECT id FROM payments
-WHERE status IN {_UNFINISHED} AND (lease_until IS NULL OR lease_until < now())
-ORDER BY lease_until NULLS FIRST LIMIT $1
-"""
-# Final outcomes not yet confirmed by the broker, older than a grace period (so the worker
-# that recorded them has had its chance); claimed with a short lease so that replicas do
-# not all publish the same outcome.
-SQL_CLAIM_UNPUBLISHED = f"""
-UPDATE payments SET lease_until = now() + make_interval(secs => $3)
-WHERE id IN (
-    SELECT id FROM payments
-    WHERE published_at IS NULL AND status IN ('SUCCEEDED', 'FAILED')
-      AND processed_at < now() - make_interval(secs => $1)
-      AND (lease_until IS NULL OR lease_until < now())
-    ORDER BY processed_at LIMIT $2
-    FOR UPDATE SKIP LOCKED)
-RETURNING {_RETURNING}
-"""
-SQL_BACKLOG = f"""
-SELECT
-  (SELECT count(*) FROM payments WHERE status IN {_UNFINISHED}) AS in_flight,
-  (SELECT count(*) FROM payments WHERE status IN {_UNFINISHED}
-      AND lease_until < now() - make_interval(secs => $1)) AS stuck,
-  (SELECT count(*) FROM payments
-      WHERE published_at IS NULL AND status IN ('SUCCEEDED', 'FAILED')) AS unpublished
-"""
 
 
 def _new_payment(request: PaymentRequest, row: asyncpg.Record) -> Payment:
@@ -171,30 +98,12 @@ class PaymentLedger:
         except Exception as error:
             if self._closing or not _is_outage(error):
                 raise
-        return await self._wait_out_outage(operation, what)
-
-    async def _wait_out_outage(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
-
-        def should_retry(error: BaseException) -> bool:
-            return not self._closing and _is_outage(error)
-
-        def before_sleep(state) -> None:  # noqa: ANN001
-            logger.warning(
-                "database unavailable during {what}; retrying in {wait:.1f} s ({error})",
-                what=what,
-                wait=state.next_action.sleep,
-                error=type(state.outcome.exception()).__name__,
-            )
-
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(should_retry),
-            wait=wait_exponential_jitter(initial=0.2, max=self.max_wait_s, jitter=0.2),
-            before_sleep=before_sleep,
-            reraise=True,
-        ):
-            with attempt:
-                return await operation()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await patiently(
+            operation,
+            what=f"PostgreSQL ({what})",
+            retry_on=lambda error: not self._closing and _is_outage(error),
+            max_wait_s=self.max_wait_s,
+        )
 
     # ------------------------------------------------------------------ write path
     async def claim(self, request: PaymentRequest, lease_s: float) -> tuple[Payment, bool]:
@@ -212,30 +121,29 @@ class PaymentLedger:
         return await self._outcomes.submit((payment, charge))
 
     async def _claim_many(self, items: list[tuple[PaymentRequest, uuid.UUID, float]]) -> list[tuple[Payment, bool]]:
-        def columns(request: PaymentRequest, token: uuid.UUID) -> tuple:
+        def columns(request: PaymentRequest, token: uuid.UUID) -> tuple[Any, ...]:
             method = request.payment_method
-            return (
-                request.order_id,
-                request.buyer_id,
-                request.amount,
-                request.currency,
-                method.type.value,
-                method.card_last_four,
-                method.card_brand.value if method.card_brand else None,
-                method.card_holder_name,
-                method.expiration_month,
-                method.expiration_year,
-                request.event_id,
-                token,
+            card = (
+                (
+                    method.type.value,
+                    method.card_last_four,
+                    method.card_brand.value if method.card_brand else None,
+                    method.card_holder_name,
+                    method.expiration_month,
+                    method.expiration_year,
+                )
+                if method is not None
+                else (None,) * 6
             )
+            return (request.order_id, request.buyer_id, request.amount, request.currency, *card, request.event_id, token)
 
         async def run() -> list[tuple[Payment, bool]]:
             if len(items) == 1:  # a lone claim: the plain statement is cheaper than arrays
                 request, token, lease_s = items[0]
-                inserted = await self.pool.fetch(SQL_CLAIM_ONE, *columns(request, token), lease_s)
+                inserted = await self.pool.fetch(sql.CLAIM_ONE, *columns(request, token), lease_s)
             else:
                 arrays = [list(column) for column in zip(*(columns(r, t) for r, t, _ in items), strict=True)]
-                inserted = await self.pool.fetch(SQL_CLAIM_MANY, *arrays, items[0][2])
+                inserted = await self.pool.fetch(sql.CLAIM_MANY, *arrays, items[0][2])
             claimed = {row["order_id"]: row for row in inserted}
             existing: dict[int, asyncpg.Record] = {}
             seen: set[int] = set()
@@ -245,7 +153,7 @@ class PaymentLedger:
                     missing.append(request.order_id)
                 seen.add(request.order_id)
             if missing:
-                existing = {row["order_id"]: row for row in await self.pool.fetch(SQL_BY_ORDERS, missing)}
+                existing = {row["order_id"]: row for row in await self.pool.fetch(sql.BY_ORDERS, missing)}
             results: list[tuple[Payment, bool]] = []
             for request, token, _ in items:
                 row = claimed.pop(request.order_id, None)
@@ -274,16 +182,16 @@ class PaymentLedger:
                 reasons.append(charge.failure_reason)
                 codes.append(charge.failure_code.value if charge.failure_code else None)
             if len(ids) == 1:
-                found = await self.pool.fetch(SQL_RECORD_ONE, ids[0], statuses[0], transactions[0], reasons[0], codes[0])
+                found = await self.pool.fetch(sql.RECORD_ONE, ids[0], statuses[0], transactions[0], reasons[0], codes[0])
             else:
-                found = await self.pool.fetch(SQL_RECORD_MANY, ids, statuses, transactions, reasons, codes)
-            recorded = {row["id"]: row["processed_at"] for row in found}
+                found = await self.pool.fetch(sql.RECORD_MANY, ids, statuses, transactions, reasons, codes)
+            recorded = {row["id"]: row for row in found}
             others: dict[int, Payment] = {}
             missing = [i for i in ids if i not in recorded]
             if missing:  # finished by another worker first: theirs stands
-                others = {row["id"]: payment_from_row(row) for row in await self.pool.fetch(SQL_BY_IDS, missing)}
+                others = {row["id"]: payment_from_row(row) for row in await self.pool.fetch(sql.BY_IDS, missing)}
             return [
-                payment.with_outcome(charge, recorded[payment.id]) if payment.id in recorded else others[payment.id]
+                _recorded(payment, charge, recorded[payment.id]) if payment.id in recorded else others[payment.id]
                 for payment, charge in items
             ]
 
@@ -296,29 +204,91 @@ class PaymentLedger:
         """Claim an unfinished payment whose lease expired; None if someone else holds it."""
 
         async def run() -> Payment | None:
-            row = await self.pool.fetchrow(SQL_TAKE_OVER, payment_id, uuid.uuid4(), lease_s)
+            row = await self.pool.fetchrow(sql.TAKE_OVER, payment_id, uuid.uuid4(), lease_s)
             return payment_from_row(row) if row else None
 
         return await self._patiently(run, "take over")
 
+    async def release(self, payment_id: int) -> None:
+        await self._patiently(lambda: self.pool.execute(sql.RELEASE, payment_id), "release")
+
     async def mark_published(self, payment_ids: list[int]) -> None:
-        await self._patiently(lambda: self.pool.execute(SQL_MARK_PUBLISHED, payment_ids), "mark published")
+        await self._patiently(lambda: self.pool.execute(sql.MARK_PUBLISHED, payment_ids), "mark published")
 
     async def get_by_order_id(self, order_id: int) -> Payment | None:
-        row = await self.pool.fetchrow(SQL_BY_ORDER, order_id)
+        row = await self.pool.fetchrow(sql.BY_ORDER, order_id)
         return payment_from_row(row) if row else None
+
+    # ------------------------------------------------------------------ cancellations, refunds
+    async def cancel(self, cancellation: OrderCancellation, lease_s: float) -> tuple[Payment, str]:
+        async def run() -> tuple[Payment, str]:
+            row = await self.pool.fetchrow(
+                sql.CANCEL,
+                cancellation.order_id,
+                cancellation.buyer_id or "",
+                cancellation.reason[:500],
+                uuid.uuid4(),
+                lease_s,
+            )
+            if row is None:  # final already, or cancelled before: nothing changes
+                existing = await self.pool.fetchrow(sql.BY_ORDER, cancellation.order_id)
+                return payment_from_row(existing), "final"
+            payment = payment_from_row(row)
+            if row["inserted"]:
+                return payment, "before_charge"
+            return payment, "after_success" if payment.status is PaymentStatus.SUCCEEDED else "in_flight"
+
+        return await self._patiently(run, "cancel")
+
+    async def claim_refund(self, order_id: int, reason: str | None, lease_s: float) -> Payment | None:
+        reason = reason[:500] if reason else None
+        row = await self._patiently(
+            lambda: self.pool.fetchrow(sql.CLAIM_REFUND, order_id, reason, uuid.uuid4(), lease_s), "claim refund"
+        )
+        return payment_from_row(row) if row else None
+
+    async def take_over_refund(self, payment_id: int, lease_s: float) -> Payment | None:
+        row = await self._patiently(
+            lambda: self.pool.fetchrow(sql.TAKE_OVER_REFUND, payment_id, uuid.uuid4(), lease_s), "take over refund"
+        )
+        return payment_from_row(row) if row else None
+
+    async def record_refund(self, payment: Payment, refund: RefundResult) -> Payment:
+        async def run() -> Any:
+            if refund.success:
+                return await self.pool.fetchrow(sql.RECORD_REFUNDED, payment.id, refund.refund_id)
+            return await self.pool.fetchrow(sql.RECORD_REFUND_DECLINED, payment.id)
+
+        row = await self._patiently(run, "record refund")
+        if row is None:  # refunded by someone else first: theirs stands
+            row = await self.pool.fetchrow(sql.BY_ID, payment.id)
+        return payment_from_row(row)
+
+    async def owed_refunds(self, limit: int = 100) -> list[int]:
+        return [r["id"] for r in await self.pool.fetch(sql.OWED_REFUNDS, limit)]
 
     # ------------------------------------------------------------------ reconciler
     async def expired_leases(self, limit: int = 100) -> list[int]:
-        return [r["id"] for r in await self.pool.fetch(SQL_EXPIRED_LEASES, limit)]
+        return [r["id"] for r in await self.pool.fetch(sql.EXPIRED_LEASES, limit)]
 
     async def claim_unpublished(self, older_than_s: float, limit: int, lease_s: float) -> list[Payment]:
-        rows = await self.pool.fetch(SQL_CLAIM_UNPUBLISHED, older_than_s, limit, lease_s)
+        rows = await self.pool.fetch(sql.CLAIM_UNPUBLISHED, older_than_s, limit, lease_s)
         return [payment_from_row(r) for r in rows]
 
     async def backlog(self, stuck_after_s: float) -> tuple[int, int, int]:
-        row = await self.pool.fetchrow(SQL_BACKLOG, stuck_after_s)
+        row = await self.pool.fetchrow(sql.BACKLOG, stuck_after_s)
         return row["in_flight"], row["stuck"], row["unpublished"]
+
+
+def _recorded(payment: Payment, charge: ChargeResult, row: Any) -> Payment:
+    """The payment as the outcome UPDATE left it (plus the cancellation it may have met)."""
+    final = payment.with_outcome(charge, row["processed_at"])
+    final.cancelled_at = row["cancelled_at"]
+    final.refund_reason = row["refund_reason"]
+    final.refund_requested_at = row["refund_requested_at"]
+    if final.refund_requested_at is not None:  # the refund is ours to do: keep the lease
+        final.lease_until = payment.lease_until
+    return final
 
 
 def _is_outage(error: BaseException) -> bool:
