@@ -1,3 +1,5 @@
+"""`python -m app`: the same command as the `payment-service` console script."""
+
 import sys
 
 from app.cli import main
