@@ -1,21 +1,34 @@
-"""The `payment-service` command.
+"""The `payment-service` command: serve (the default), migrate, dlq, refund and fake-gateway.
 
-    payment-service                 run the service (HTTP + consumer) in the foreground
+    payment-service [serve]         run the service (HTTP + consumers) in the foreground
     payment-service migrate [--create-database]
-                                    apply database migrations (optionally create the database)
-    payment-service dlq list [--limit N]
-                                    show the parked messages (JSON), without removing them
-    payment-service dlq replay [--limit N]
-                                    move parked messages back to the consumed queue (JSON)
+    payment-service dlq list|replay [--queue stock-confirmed|order-cancelled] [--limit N]
+    payment-service refund ORDER_ID [--reason TEXT]
+    payment-service fake-gateway [--host H] [--port 8090]
+    payment-service --version
+
+Arguments are checked by the parser (ranges included); settings come from the environment and
+`payment-service serve --help` lists them all with their defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
+from app import __version__
 from app.config import Settings, load_settings_or_exit
+from app.messaging.dlq import MAX_LIST
+from app.settings_help import settings_help
+
+DLQ_QUEUES = ("stock-confirmed", "order-cancelled")
+MAX_ORDER_ID = 2**63 - 1  # order ids are 64-bit (BIGINT) throughout Foodies
+MAX_REASON = 500  # the width of the refund_reason column
 
 
 def serve(settings: Settings) -> int:
@@ -23,28 +36,31 @@ def serve(settings: Settings) -> int:
 
     import uvicorn
 
+    from app.bootstrap import create_app
+    from app.observability.logs import configure_logging
+
     class _Server(uvicorn.Server):
         """SIGTERM is the normal way to stop a pod: after the graceful shutdown, exit 0
         instead of re-raising the signal."""
 
-        def handle_exit(self, sig: int, frame) -> None:  # noqa: ANN001
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
             if sig == signal.SIGTERM and sig in self._captured_signals:
                 self._captured_signals.remove(sig)
 
-    from app.observability.logs import configure_logging
-    from app.bootstrap import create_app
-
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         lifespan="on",
         log_config=None,
         access_log=True,
         loop="auto",
+        # No `server: uvicorn` header: it tells a caller nothing it needs and names the stack.
+        # The Date header stays (HTTP asks origin servers with a clock to send it).
+        server_header=False,
+        date_header=True,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds) + 5),
     )
     server = _Server(config)
@@ -62,57 +78,146 @@ async def _migrate(settings: Settings, create_database: bool) -> None:
     print("migrations applied")
 
 
-def _dlq(settings: Settings, action: str, limit: int | None) -> int:
+def _run_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(_migrate(settings, args.create_database))
+    except Exception as error:  # noqa: BLE001 - any failure becomes one line for the operator
+        print(f"migration failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _queue_argument(method: Callable[..., Any], queue: str) -> dict[str, str]:
+    """`queue=` for a DlqOperations that serves both parking lots. One that serves only the
+    stock-confirmed lot gets no argument for it, and a request for another lot is refused
+    rather than answered from the wrong queue."""
+    if "queue" in inspect.signature(method).parameters:
+        return {"queue": queue}
+    if queue != DLQ_QUEUES[0]:
+        raise ValueError(f"this build serves only the {DLQ_QUEUES[0]} parking lot")
+    return {}
+
+
+def _run_dlq(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
     from app.messaging.dlq import BROKER_ERRORS, DlqError, DlqOperations
 
     operations = DlqOperations.from_settings(settings)
+    failures: tuple[type[BaseException], ...] = (DlqError, ValueError, *BROKER_ERRORS)
     try:
-        if action == "list":
-            result = asyncio.run(operations.list(limit or 100))
+        if args.dlq_action == "list":
+            queue = _queue_argument(operations.list, args.queue)
+            result: Any = asyncio.run(operations.list(args.limit, **queue))
         else:
-            result = asyncio.run(operations.replay(limit))
-    except (DlqError, ValueError, *BROKER_ERRORS) as error:
-        print(f"dlq {action} failed: {type(error).__name__}: {error}", file=sys.stderr)
+            queue = _queue_argument(operations.replay, args.queue)
+            result = asyncio.run(operations.replay(args.limit, **queue))
+    except failures as error:
+        print(f"dlq {args.dlq_action} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     return 0
 
 
-def _positive(raw: str) -> int:
-    if not raw.isdigit() or int(raw) < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return int(raw)
+def _run_refund(settings: Settings, args: argparse.Namespace) -> int:
+    from app.service.refunds import refund_from_cli
+
+    return int(refund_from_cli(settings, args.order_id, args.reason))
+
+
+def _run_serve(settings: Settings, args: argparse.Namespace) -> int:
+    return serve(settings)
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], else the parser's usage error."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high} (got {value})")
+        return value
+
+    return parse
+
+
+def bounded_text(max_length: int) -> Callable[[str], str]:
+    """An argparse type: non-blank text of at most max_length characters."""
+
+    def parse(raw: str) -> str:
+        if not raw.strip():
+            raise argparse.ArgumentTypeError("must not be blank")
+        if len(raw) > max_length:
+            raise argparse.ArgumentTypeError(f"at most {max_length} characters (got {len(raw)})")
+        return raw
+
+    return parse
+
+
+def _add_dlq(commands: Any) -> None:
+    dlq = commands.add_parser("dlq", help="inspect or replay a parking lot (<queue>.dlq)")
+    actions = dlq.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="show the parked messages (JSON) without removing them")
+    listing.add_argument(
+        "--limit", type=bounded_int(1, MAX_LIST), default=100, help=f"at most this many (1..{MAX_LIST}; default 100)"
+    )
+    replay = actions.add_parser("replay", help="move parked messages back to their queue (JSON summary)")
+    replay.add_argument(
+        "--limit", type=bounded_int(1, sys.maxsize), default=None, help="at most this many (default: all parked now)"
+    )
+    for action in (listing, replay):
+        action.add_argument(
+            "--queue", choices=DLQ_QUEUES, default=DLQ_QUEUES[0], help="whose parking lot (default: %(default)s)"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="payment-service",
+        description="Foodies payment service. Without a command: serve.",
+        epilog="`payment-service serve --help` lists every setting (environment variable) with its default.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "serve",
+        help="run the service: HTTP and the consumers (the default)",
+        description="Apply migrations, then serve HTTP and consume until SIGTERM. Configured by the environment.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--create-database", action="store_true", help="create the database if it is missing")
+    _add_dlq(commands)
+    refund = commands.add_parser("refund", help="refund a successful payment (exit 0 when refunded)")
+    refund.add_argument("order_id", metavar="ORDER_ID", type=bounded_int(1, MAX_ORDER_ID), help="the order's id")
+    refund.add_argument("--reason", type=bounded_text(MAX_REASON), help=f"recorded with the refund (<= {MAX_REASON})")
+    fake = commands.add_parser("fake-gateway", help="run a local fake of the HTTP payment gateway (for tests)")
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    fake.add_argument("--port", type=bounded_int(1, 65535), default=8090, help="port (default: %(default)s)")
+    return parser
+
+
+_COMMANDS: dict[str | None, Callable[[Settings, argparse.Namespace], int]] = {
+    "migrate": _run_migrate,
+    "dlq": _run_dlq,
+    "refund": _run_refund,
+    "serve": _run_serve,
+    None: _run_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="payment-service", description="Foodies payment service")
-    commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="run the service (default)")
-    migrate = commands.add_parser("migrate", help="apply database migrations")
-    migrate.add_argument("--create-database", action="store_true", help="create the database if it is missing")
-    dlq = commands.add_parser("dlq", help="inspect or replay the parking lot (<queue>.dlq)")
-    dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True)
-    dlq_list = dlq_actions.add_parser("list", help="show the parked messages without removing them")
-    dlq_list.add_argument(
-        "--limit", type=_positive, default=100, help="at most this many messages (default 100, max 1000)"
-    )
-    dlq_replay = dlq_actions.add_parser("replay", help="move parked messages back to the consumed queue")
-    dlq_replay.add_argument("--limit", type=_positive, default=None, help="at most this many messages (default: all)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "fake-gateway":
+        # Needs none of the service's settings.
+        from app.gateway.fake_server import main as fake_gateway
 
-    settings = load_settings_or_exit()
-    if args.command == "migrate":
-        try:
-            asyncio.run(_migrate(settings, args.create_database))
-        except (OSError, Exception) as error:  # noqa: BLE001 - one line for the operator
-            print(f"migration failed: {type(error).__name__}: {error}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "dlq":
-        return _dlq(settings, args.dlq_action, args.limit)
-    return serve(settings)
+        return int(fake_gateway(["--host", args.host, "--port", str(args.port)]))
+    return _COMMANDS[args.command](load_settings_or_exit(), args)
 
 
 if __name__ == "__main__":
