@@ -6,16 +6,24 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
-
-from app.persistence.tables import PaymentRow  # noqa: F401 - registers the table
 from sqlmodel import SQLModel
+
+from app.persistence.migrate import include_name
+from app.persistence.tables import PaymentRow  # noqa: F401 - registers the table
 
 target_metadata = SQLModel.metadata
 
 
-def _run(connection) -> None:  # noqa: ANN001
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        compare_server_default=True,
+        include_name=include_name,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
