@@ -1,49 +1,72 @@
-"""Operator actions on the parking lot (`<consumed queue>.dlq`): look at the parked messages,
-and move them back to the consumed queue once the cause is fixed.
+"""Operator actions on the parking lots (`<consumed queue>.dlq`): look at the parked messages,
+and send them back to their consumed queue once the cause is fixed.
 
-Both use their own short AMQP connection, apart from the consumer's.
+Both use their own short AMQP connection, apart from the consumer's. There is one lot per
+consumed queue; every action names its lot by role (`stock-confirmed`, `order-cancelled`), by
+the consumed queue's name or by the lot's own name, and defaults to the stock-confirmed one.
 
-Listing. AMQP has no "peek": a message can only be seen by receiving it. `list` takes up to
-`limit` messages with `basic.get` on one channel *without acknowledging them*, so that it
-never sees one message twice, then hands all of them back at once with one
-`basic.nack(multiple, requeue)`. RabbitMQ puts requeued messages back at their original place
-in the queue, so the order is kept; the messages are only marked `redelivered`, which
-nothing reads here (replay publishes a fresh copy). While a listing runs, the messages it
-holds are invisible to a concurrent replay for a moment; if the connection drops they are
-requeued by the broker. Nothing is removed.
+One action at a time per lot. AMQP has no "peek": a listing sees a message only by receiving
+it, and a message one action holds is invisible to another. So each action takes an
+in-process lock and, across processes (replicas, the command line), an exclusive queue
+`<lot>.lock` that RabbitMQ deletes when the holder's connection closes, even after a crash.
+Under both, `count` is the depth of the lot and a listing shows min(count, limit) messages.
 
-Replaying. One message at a time: `basic.get` from the parking lot, publish a copy to the
-consumed queue through the default exchange (persistent, `mandatory`, waiting for the
-publisher confirm), and only then acknowledge the parked original. A crash between the two
-steps leaves the message in both queues — a duplicate, never a loss; processing is
-idempotent by orderId and an invalid message simply parks again. The copy keeps the body,
-content type, message id and headers; the `x-rejection-*` headers go (the consumer adds
-fresh ones if it parks the message again) and the old reason stays as
+Listing. Up to `limit` messages are taken with `basic.get` *without acknowledging them* and
+handed back at once with one `basic.nack(multiple, requeue)`; RabbitMQ puts them back at
+their places, so the order is kept. Only a short preview of each is kept in memory: the
+message objects (and bodies) are dropped as the listing goes, except the last one, whose
+delivery tag the final nack needs.
+
+Replaying. One message at a time: `basic.get` from the lot, publish a copy to the exchange
+with routing key `replay.<queue>` (bound to the consumed queue alone; persistent,
+`mandatory`, waiting for the publisher confirm), and only then acknowledge the original. A
+crash between the two steps leaves the message in both queues — a duplicate, never a loss;
+processing is idempotent by orderId and an invalid message simply parks again. The copy
+keeps the body, content type, message id and headers; the parking headers go (the consumer
+adds fresh ones if it parks the message again) and the old reason stays as
 `x-previous-rejection-reason`. A replay moves at most the number of messages parked when it
 started, so messages that park again during the replay are not replayed in a loop.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aiormq.exceptions import AMQPError, ChannelLockedResource, ChannelNotFoundEntity, DeliveryError
 from loguru import logger
 
-REJECTION_HEADER = "x-rejection-reason"  # the same header app.messaging.ParkingLot writes
-PREVIOUS_REASON_HEADER = "x-previous-rejection-reason"
-REPLAY_COUNT_HEADER = "x-replay-count"
-# Set by the parking lot; meaningless on a message back in the consumed queue.
-_PARKING_HEADERS = ("x-rejected-at", "x-original-queue")
-PREVIEW_BYTES = 256
-MAX_LIST = 1000
+from app.messaging.dlq_shapes import (
+    PREVIEW_BYTES,
+    DlqListing,
+    ParkedMessage,
+    ReplayFault,
+    ReplayResult,
+    replay_copy,
+)
+from app.messaging.topology import replay_key
+
+__all__ = [
+    "BROKER_ERRORS",
+    "LOT_ROLES",
+    "MAX_LIST",
+    "DlqBusy",
+    "DlqError",
+    "DlqListing",
+    "DlqOperations",
+    "ParkedMessage",
+    "ReplayResult",
+    "UnknownLot",
+    "replay_copy",
+]
+
+LOT_ROLES = ("stock-confirmed", "order-cancelled")  # the consumed queues in the order they are given
+MAX_LIST = 200  # a listing receives every message it shows from the broker; more is a job for a replay
+MAX_REPLAY = 1_000_000
 # What an unreachable or failing broker raises (connection refused, timeouts, AMQP errors).
 BROKER_ERRORS: tuple[type[BaseException], ...] = (AMQPError, OSError, TimeoutError)
 
@@ -52,124 +75,102 @@ class DlqError(Exception):
     """A parking-lot action that cannot be done (e.g. the consumed queue does not exist)."""
 
 
-@dataclass(frozen=True)
-class ParkedMessage:
-    reason: str | None
-    category: str | None
-    parked_at: str | None
-    body_size: int
-    body_preview: str
-    message_id: str | None
-    content_type: str | None
-    previous_reason: str | None
-    replay_count: int
-
-    @classmethod
-    def of(cls, message: AbstractIncomingMessage) -> ParkedMessage:
-        headers = message.headers or {}
-        return cls(
-            reason=_text(headers.get(REJECTION_HEADER)),
-            category=_text(headers.get("x-rejection-category")),
-            parked_at=_text(headers.get("x-rejected-at")),
-            body_size=len(message.body),
-            body_preview=message.body[:PREVIEW_BYTES].decode("utf-8", errors="replace"),
-            message_id=message.message_id,
-            content_type=message.content_type,
-            previous_reason=_text(headers.get(PREVIOUS_REASON_HEADER)),
-            replay_count=_int(headers.get(REPLAY_COUNT_HEADER)),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "reason": self.reason,
-            "category": self.category,
-            "parkedAt": self.parked_at,
-            "bodySize": self.body_size,
-            "bodyPreview": self.body_preview,
-            "messageId": self.message_id,
-            "contentType": self.content_type,
-            "previousReason": self.previous_reason,
-            "replayCount": self.replay_count,
-        }
+class DlqBusy(DlqError):
+    """Another action on the same lot (in this process or another) did not finish in time."""
 
 
-@dataclass(frozen=True)
-class DlqListing:
-    queue: str
-    count: int  # messages waiting in the parking lot
-    messages: list[ParkedMessage]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"queue": self.queue, "count": self.count, "messages": [m.to_json() for m in self.messages]}
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    queue: str
-    target: str
-    replayed: int
-    remaining: int  # left in the parking lot afterwards (including any that parked again)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"queue": self.queue, "target": self.target, "replayed": self.replayed, "remaining": self.remaining}
-
-
-class ReplayFault:
-    """Test-only crash point (DLQ_REPLAY_FAULT=after_publish[:n]): SIGKILL this process right
-    after the n-th copy is confirmed, before its original is acknowledged."""
-
-    def __init__(self, spec: str | None) -> None:
-        self.remaining = 0
-        if spec:
-            point, _, count = spec.partition(":")
-            if point != "after_publish":
-                raise ValueError(f"unknown DLQ replay fault point {point!r}; only after_publish")
-            self.remaining = int(count or 1)
-
-    def after_publish(self) -> None:
-        if self.remaining <= 0:
-            return
-        self.remaining -= 1
-        if self.remaining == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+class UnknownLot(ValueError):
+    """The named queue has no parking lot here."""
 
 
 class DlqOperations:
-    """List and replay the parking lot of one consumed queue."""
+    """List and replay the parking lots of the consumed queues."""
 
     def __init__(
         self,
         amqp_url: str,
-        queue: str,
-        dlq: str | None = None,
+        exchange: str,
+        queues: Sequence[str],
         *,
         fault: str | None = None,
         timeout_s: float = 10.0,
+        preview_bytes: int = PREVIEW_BYTES,
+        lock_wait_s: float | None = None,
     ) -> None:
+        if not queues:
+            raise ValueError("at least one consumed queue")
         self.amqp_url = amqp_url
-        self.queue = queue
-        self.dlq = dlq or f"{queue}.dlq"
+        self.exchange = exchange
+        self.queues = tuple(queues)
         self.timeout_s = timeout_s
+        self.preview_bytes = preview_bytes
+        self.lock_wait_s = timeout_s if lock_wait_s is None else lock_wait_s
         self._fault_spec = fault
+        self._locks = {queue: asyncio.Lock() for queue in self.queues}
 
     @classmethod
     def from_settings(cls, settings: Any) -> DlqOperations:
         return cls(
-            settings.amqp_url, settings.rabbitmq_consume_queue, settings.dlq_name, fault=settings.dlq_replay_fault
+            settings.amqp_url,
+            settings.rabbitmq_publish_exchange,
+            (settings.rabbitmq_consume_queue, settings.rabbitmq_cancel_queue),
+            fault=settings.dlq_replay_fault,
         )
+
+    @property
+    def queue(self) -> str:
+        """The default lot's consumed queue (stock-confirmed)."""
+        return self.queues[0]
+
+    def resolve(self, queue: str | None) -> str:
+        """The consumed queue named by `queue` (by role, its own name or its lot's); the default when None."""
+        if queue is None:
+            return self.queues[0]
+        for role, name in zip(LOT_ROLES, self.queues, strict=False):
+            if queue in (role, name, dlq_of(name)):
+                return name
+        if queue in self.queues:
+            return queue
+        raise UnknownLot(f"queue must be one of {', '.join(LOT_ROLES[: len(self.queues)])} (or a queue's name)")
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
-        connection = await aio_pika.connect(
-            self.amqp_url, timeout=self.timeout_s, client_properties={"connection_name": "payment-service dlq"}
-        )
+    async def _session(self, queue: str) -> AsyncIterator[AbstractConnection]:
+        """A connection holding this lot's locks, in this process and across processes."""
         try:
-            yield connection
+            async with asyncio.timeout(self.lock_wait_s):
+                await self._locks[queue].acquire()
+        except TimeoutError:
+            raise DlqBusy(f"another action on {dlq_of(queue)} is running; try again") from None
+        try:
+            connection = await aio_pika.connect(
+                self.amqp_url, timeout=self.timeout_s, client_properties={"connection_name": "payment-service dlq"}
+            )
+            try:
+                await self._hold_lot(connection, queue)
+                yield connection
+            finally:
+                await connection.close()
         finally:
-            await connection.close()
+            self._locks[queue].release()
+
+    async def _hold_lot(self, connection: AbstractConnection, queue: str) -> None:
+        """Declare `<lot>.lock` exclusive to this connection, waiting while another holds it."""
+        deadline = asyncio.get_running_loop().time() + self.lock_wait_s
+        while True:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(
+                    f"{dlq_of(queue)}.lock", exclusive=True, auto_delete=True, timeout=self.timeout_s
+                )
+                return
+            except ChannelLockedResource:
+                # The failed declare closed the channel; the next try opens another.
+                if asyncio.get_running_loop().time() > deadline:
+                    raise DlqBusy(f"another process is working on {dlq_of(queue)}; try again") from None
+                await asyncio.sleep(0.1)
 
     async def _existing(
-        self, connection: aio_pika.abc.AbstractConnection, name: str
+        self, connection: AbstractConnection, name: str
     ) -> tuple[AbstractChannel, AbstractQueue | None]:
         """A passive declare: never creates the queue nor argues about its arguments."""
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -179,117 +180,102 @@ class DlqOperations:
             # A failed passive declare closes the channel; give the caller a fresh one.
             return await connection.channel(publisher_confirms=True, on_return_raises=True), None
 
-    async def count(self) -> int:
-        async with self._connection() as connection:
-            _, dlq = await self._existing(connection, self.dlq)
-            return _depth(dlq)
+    async def count(self, queue: str | None = None) -> int:
+        name = self.resolve(queue)
+        async with self._session(name) as connection:
+            _, lot = await self._existing(connection, dlq_of(name))
+            return _depth(lot)
 
-    async def list(self, limit: int = 100) -> DlqListing:
+    async def list(self, limit: int = 100, queue: str | None = None) -> DlqListing:
         """Up to `limit` parked messages, oldest first, without removing any."""
         if not 1 <= limit <= MAX_LIST:
             raise ValueError(f"limit must be between 1 and {MAX_LIST}")
-        async with self._connection() as connection:
-            _, dlq = await self._existing(connection, self.dlq)
-            if dlq is None:
-                return DlqListing(self.dlq, 0, [])
-            held: list[AbstractIncomingMessage] = []
+        name = self.resolve(queue)
+        async with self._session(name) as connection:
+            _, lot = await self._existing(connection, dlq_of(name))
+            if lot is None:
+                return DlqListing(dlq_of(name), 0, [])
+            depth = _depth(lot)
+            shown: list[ParkedMessage] = []
+            last: AbstractIncomingMessage | None = None
             try:
-                while len(held) < limit:
-                    message = await dlq.get(no_ack=False, fail=False, timeout=self.timeout_s)
+                while len(shown) < min(limit, depth):
+                    message = await lot.get(no_ack=False, fail=False, timeout=self.timeout_s)
                     if message is None:
                         break
-                    held.append(message)
+                    shown.append(ParkedMessage.of(message, self.preview_bytes))
+                    last = message  # the earlier ones (and their bodies) are free to go
             finally:
-                if held:
+                if last is not None:
                     # One nack for all: back to their places, in order.
-                    await held[-1].nack(multiple=True, requeue=True)
-            return DlqListing(self.dlq, max(_depth(dlq), len(held)), [ParkedMessage.of(m) for m in held])
+                    await last.nack(multiple=True, requeue=True)
+            return DlqListing(dlq_of(name), max(depth, len(shown)), shown)
 
-    async def replay(self, limit: int | None = None) -> ReplayResult:
-        """Move up to `limit` (default: all that are parked now) messages back to the consumed queue."""
-        if limit is not None and limit < 1:
-            raise ValueError("limit must be a positive integer")
+    async def replay(self, limit: int | None = None, queue: str | None = None) -> ReplayResult:
+        """Send up to `limit` (default: all that are parked now) messages back to their consumed queue."""
+        if limit is not None and not 1 <= limit <= MAX_REPLAY:
+            raise ValueError(f"limit must be between 1 and {MAX_REPLAY}")
+        name = self.resolve(queue)
         fault = ReplayFault(self._fault_spec)
-        async with self._connection() as connection:
-            channel, dlq = await self._existing(connection, self.dlq)
-            if dlq is None:
-                return ReplayResult(self.dlq, self.queue, 0, 0)
-            _, target = await self._existing(connection, self.queue)
+        async with self._session(name) as connection:
+            channel, lot = await self._existing(connection, dlq_of(name))
+            if lot is None:
+                return ReplayResult(dlq_of(name), name, 0, 0)
+            _, target = await self._existing(connection, name)
             if target is None:
-                raise DlqError(f"the consumed queue {self.queue} does not exist; start the service first")
-            budget = _depth(dlq) if limit is None else min(limit, _depth(dlq))
-            replayed = 0
-            while replayed < budget:
-                message = await dlq.get(no_ack=False, fail=False, timeout=self.timeout_s)
-                if message is None:
-                    break
-                try:
-                    # Returns once the broker confirmed the copy; raises if it was refused or unroutable.
-                    await channel.default_exchange.publish(
-                        replay_copy(message), routing_key=self.queue, mandatory=True, timeout=self.timeout_s
-                    )
-                except BaseException:
-                    # The original stays parked (closing the channel would requeue it as well).
-                    if not channel.is_closed:
-                        await message.nack(requeue=True)
-                    raise
-                fault.after_publish()
-                await message.ack()
-                replayed += 1
-            _, after = await self._existing(connection, self.dlq)
+                raise DlqError(f"the consumed queue {name} does not exist; start the service first")
+            budget = _depth(lot) if limit is None else min(limit, _depth(lot))
+            replayed = await self._move(channel, lot, name, budget, fault)
+            _, after = await self._existing(connection, dlq_of(name))
             remaining = _depth(after)
         logger.info(
             "replayed {replayed} parked messages from {dlq} to {queue}",
             replayed=replayed,
-            dlq=self.dlq,
-            queue=self.queue,
+            dlq=dlq_of(name),
+            queue=name,
             remaining=remaining,
         )
-        return ReplayResult(self.dlq, self.queue, replayed, remaining)
+        return ReplayResult(dlq_of(name), name, replayed, remaining)
+
+    async def _move(
+        self, channel: AbstractChannel, lot: AbstractQueue, queue: str, budget: int, fault: ReplayFault
+    ) -> int:
+        exchange = await channel.get_exchange(self.exchange, ensure=False)
+        replayed = 0
+        while replayed < budget:
+            message = await lot.get(no_ack=False, fail=False, timeout=self.timeout_s)
+            if message is None:
+                break
+            try:
+                # Returns once the broker confirmed the copy; raises if it was refused or unroutable.
+                await exchange.publish(
+                    replay_copy(message), routing_key=replay_key(queue), mandatory=True, timeout=self.timeout_s
+                )
+            except DeliveryError:
+                await message.nack(requeue=True)
+                raise DlqError(
+                    f"nothing is bound to {replay_key(queue)} on {self.exchange}; start the service, which binds it"
+                ) from None
+            except ChannelNotFoundEntity:
+                # The channel is closed: the broker puts the original back by itself.
+                raise DlqError(f"the exchange {self.exchange} does not exist; start the service first") from None
+            except BaseException:
+                # The original stays parked (closing the channel would requeue it as well).
+                if not channel.is_closed:
+                    await message.nack(requeue=True)
+                raise
+            fault.after_publish()
+            await message.ack()
+            replayed += 1
+        return replayed
 
 
-def replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
-    headers: dict[str, Any] = {
-        key: value
-        for key, value in (message.headers or {}).items()
-        if not key.startswith("x-rejection") and key not in _PARKING_HEADERS and key != PREVIOUS_REASON_HEADER
-    }
-    reason = (message.headers or {}).get(REJECTION_HEADER)
-    if reason is not None:
-        headers[PREVIOUS_REASON_HEADER] = reason
-    elif PREVIOUS_REASON_HEADER in (message.headers or {}):
-        headers[PREVIOUS_REASON_HEADER] = message.headers[PREVIOUS_REASON_HEADER]
-    headers[REPLAY_COUNT_HEADER] = _int((message.headers or {}).get(REPLAY_COUNT_HEADER)) + 1
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
+def dlq_of(queue: str) -> str:
+    """The parking lot of a consumed queue."""
+    return f"{queue}.dlq"
 
 
 def _depth(queue: AbstractQueue | None) -> int:
     if queue is None or queue.declaration_result is None:
         return 0
     return int(queue.declaration_result.message_count or 0)
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

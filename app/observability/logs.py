@@ -5,12 +5,17 @@
 `level`, `message`, `logger` and the bound context (`event_id`, `order_id`, `payment_id`,
 `status`, `failure_code`, `attempt`, `duration_ms`, …), plus `trace_id`/`span_id` while a
 span is recorded. `LOG_FORMAT=text`: the same on one readable line. See README "Logs".
+
+Never written: uvicorn's access lines lose the query string (a token sent as `?token=` stays
+out), and an HTTP failure is logged by its exception types and code locations only
+(`failure_summary`), because a database error's message carries the statement's parameters.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from datetime import UTC
@@ -21,6 +26,8 @@ from loguru import logger
 from app.observability.tracing import current_span_ids
 
 QUIET_PATHS = ("/metrics", "/healthz")
+ACCESS_LOGGER = "uvicorn.access"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Context keys never written, whatever a caller binds (card holder names, credentials).
 _SECRET_KEYS = {"password", "token", "authorization", "card_holder_name", "cardholdername", "secret"}
 # Context FastStream passes with its per-message lines (`extra=`), kept as JSON keys.
@@ -73,7 +80,8 @@ class _InterceptHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         level: str | int
-        if record.name == "uvicorn.access" and _is_quiet_access(record):
+        message = record.getMessage() if record.name != ACCESS_LOGGER else access_line(record)
+        if record.name == ACCESS_LOGGER and _is_quiet_access(record):
             level = "DEBUG"
         else:
             try:
@@ -81,16 +89,46 @@ class _InterceptHandler(logging.Handler):
             except ValueError:
                 level = record.levelno
         context = {key: value for key in _STD_CONTEXT if (value := getattr(record, key, None))}
-        logger.bind(logger=record.name, **context).opt(exception=record.exc_info, depth=0).log(
-            level, record.getMessage()
-        )
+        logger.bind(logger=record.name, **context).opt(exception=record.exc_info, depth=0).log(level, message)
+
+
+def _access_path(record: logging.LogRecord) -> str:
+    """The request path of uvicorn's access line (args: client, method, path, version, status)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return str(args[2]) if len(args) > 2 else ""
+
+
+def access_line(record: logging.LogRecord) -> str:
+    """uvicorn's access line without the query string (it may carry a token) and with control
+    characters masked (a decoded `%0a` must not start a forged line)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    if len(args) != 5:
+        return _CONTROL.sub("?", record.getMessage())
+    path = _CONTROL.sub("?", str(args[2]).partition("?")[0])
+    try:
+        return str(record.msg) % (args[0], args[1], path, args[3], args[4])
+    except (TypeError, ValueError):
+        return _CONTROL.sub("?", record.getMessage().partition("?")[0])
 
 
 def _is_quiet_access(record: logging.LogRecord) -> bool:
-    """uvicorn's access line for a scrape or a probe (args: client, method, path, version, status)."""
-    args = record.args if isinstance(record.args, tuple) else ()
-    path = str(args[2]) if len(args) > 2 else ""
-    return path.startswith(QUIET_PATHS)
+    return _access_path(record).startswith(QUIET_PATHS)
+
+
+def failure_summary(error: BaseException, frames: int = 6) -> dict[str, str]:
+    """An exception for an error line without its messages: the chain's type names and the last
+    code locations. Messages stay out because a database error's text carries the statement's
+    parameters (buyer ids, card data)."""
+    chain: list[str] = []
+    seen: BaseException | None = error
+    while seen is not None and len(chain) < 5:
+        chain.append(f"{type(seen).__module__}.{type(seen).__qualname__}")
+        seen = seen.__cause__ or seen.__context__
+    where = [
+        f"{f.filename.rpartition('/site-packages/')[2]}:{f.lineno} in {f.name}"
+        for f in traceback.extract_tb(error.__traceback__)
+    ]
+    return {"error_types": " <- ".join(chain), "error_at": " | ".join(where[-frames:])}
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:

@@ -30,7 +30,7 @@ from tests.support import next_order_id
 
 RECORD_KEYS = {
     "id", "orderId", "buyerId", "amount", "currency", "status", "paymentMethod",
-    "transactionId", "failureReason", "createdAt", "processedAt",
+    "transactionId", "failureReason", "createdAt", "processedAt", "refundId", "refundedAt",
 }  # fmt: skip
 
 
@@ -113,7 +113,8 @@ async def test_service_process_never_logs_the_token(service_process: Any) -> Non
     service.stop()
     log = service.log_path.read_text()
     assert "admin API authentication on" in log
-    assert token not in log and wrong not in log
+    assert token not in log
+    assert wrong not in log
 
 
 # --------------------------------------------------------------------------- OpenID Connect
@@ -148,7 +149,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path != "/realms/foodies/protocol/openid-connect/certs":
                     self.send_error(404)
                     return
@@ -286,7 +287,8 @@ async def test_jwt_admin_role_claims_and_signatures(
             for name, token in rejected.items():
                 assert await status(token) == 401, name
     text = "\n".join(logs)
-    assert good not in text and good.split(".")[2] not in text
+    assert good not in text
+    assert good.split(".")[2] not in text
 
 
 async def test_jwt_unknown_kid_refreshes_the_jwks_once(settings_factory: Any, jwks: JwksServer) -> None:
@@ -389,7 +391,8 @@ async def test_listing_pagination_filters_and_ordering(settings_factory: Any) ->
         newest_first = [p.order_id for p in reversed(made)]
 
         page = (await client.get("/payments", params={"buyerId": buyer})).json()
-        assert page["limit"] == 50 and page["offset"] == 0
+        assert page["limit"] == 50
+        assert page["offset"] == 0
         assert [item["orderId"] for item in page["items"]] == newest_first
         assert all(set(item) == RECORD_KEYS and item["buyerId"] == buyer for item in page["items"])
         assert page["items"][0] == (await client.get(f"/payments/{newest_first[0]}")).json()
@@ -397,7 +400,8 @@ async def test_listing_pagination_filters_and_ordering(settings_factory: Any) ->
         pages = []
         for offset in (0, 2, 4, 6):
             body = (await client.get("/payments", params={"buyerId": buyer, "limit": 2, "offset": offset})).json()
-            assert body["limit"] == 2 and body["offset"] == offset
+            assert body["limit"] == 2
+            assert body["offset"] == offset
             pages.append([item["orderId"] for item in body["items"]])
         assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:5], []]
 
@@ -421,10 +425,13 @@ async def test_listing_pagination_filters_and_ordering(settings_factory: Any) ->
 
         # By payment id.
         record = (await client.get(f"/payments/by-id/{made[2].id}")).json()
-        assert record["id"] == made[2].id and record["orderId"] == made[2].order_id and record["status"] == "SUCCEEDED"
+        assert record["id"] == made[2].id
+        assert record["orderId"] == made[2].order_id
+        assert record["status"] == "SUCCEEDED"
         assert record == (await client.get(f"/payments/{made[2].order_id}")).json()
         missing = await client.get(f"/payments/by-id/{2**63 - 1}")
-        assert missing.status_code == 404 and missing.json()["status"] == 404
+        assert missing.status_code == 404
+        assert missing.json()["status"] == 404
         for bad in ("0", "-1", "abc", "1.5", str(2**63), "%20"):
             response = await client.get(f"/payments/by-id/{bad}")
             assert response.status_code == 400, bad
@@ -460,6 +467,7 @@ async def test_listing_bad_parameters_are_400(settings_factory: Any) -> None:
             response = await app.client.get(f"/payments?{query}")
             assert response.status_code == 400, query
             body = response.json()
-            assert body["status"] == 400 and body["error"], query
+            assert body["status"] == 400, query
+            assert body["error"], query
         for query in ("limit=1", "limit=100", "offset=0", "status=REFUNDED", "buyerId=" + "x" * 255):
             assert (await app.client.get(f"/payments?{query}")).status_code == 200, query

@@ -1,5 +1,6 @@
-"""The parking-lot workflow: list parked messages without removing them, replay them to the
-consumed queue (HTTP and CLI), and a replay killed half-way loses nothing."""
+"""The parking-lot workflow: list parked messages without removing them, replay them to their
+consumed queue through the exchange (HTTP and CLI), both lots, one action at a time, bounded
+memory, and a replay killed half-way loses nothing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from app.messaging.dlq import DlqError, DlqOperations
 from tests.conftest import bus_for, running_app
 from tests.support import ROOT, VENV_BIN, Bus, Servers, event
 
+JSON = {"Content-Type": "application/json"}
 BAD_BODIES = [
     (b"this is not json", None),
     (json.dumps({"hello": "world"}).encode(), "application/json"),
@@ -25,8 +27,8 @@ BAD_BODIES = [
 ]
 
 
-async def wait_depth(bus: Bus, queue: str, expected: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_depth(bus: Bus, queue: str, expected: int, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     while (depth := await bus.queue_depth(queue)) != expected:
         if time.monotonic() > deadline:
             raise AssertionError(f"{queue} holds {depth} messages, expected {expected}")
@@ -63,10 +65,14 @@ async def drain(bus: Bus, queue: str) -> list[aio_pika.abc.AbstractIncomingMessa
         await channel.close()
 
 
-async def declare(bus: Bus, *queues: str) -> None:
+async def declare(bus: Bus, *queues: str, replay_bound: bool = True) -> None:
+    """Queues as the service declares them: a consumed queue (no `.dlq` suffix) is bound to the
+    exchange with its replay key."""
     channel = await bus.connection.channel()
     for name in queues:
-        await channel.declare_queue(name, durable=True)
+        queue = await channel.declare_queue(name, durable=True)
+        if replay_bound and not name.endswith(".dlq"):
+            await queue.bind(bus.exchange_name, routing_key=f"replay.{name}")
     await channel.close()
 
 
@@ -80,7 +86,9 @@ async def test_park_list_and_replay(settings_factory: Any) -> None:
         await wait_depth(bus, dlq, 3)
 
         listing = (await client.get("/admin/dlq")).json()
-        assert listing["queue"] == dlq and listing["count"] == 3 and listing["limit"] == 100
+        assert listing["queue"] == dlq
+        assert listing["count"] == 3
+        assert listing["limit"] == 100
         messages = listing["messages"]
         assert [m["bodySize"] for m in messages] == [len(body) for body, _ in BAD_BODIES]
         assert messages[0]["bodyPreview"] == "this is not json"
@@ -88,19 +96,28 @@ async def test_park_list_and_replay(settings_factory: Any) -> None:
         assert messages[1]["category"] == "missing_field"
         assert "cardLastFour" in messages[2]["reason"]
         for message in messages:
-            assert message["reason"] and message["parkedAt"].endswith("Z")
-            assert message["replayCount"] == 0 and message["previousReason"] is None
+            assert message["reason"]
+            assert message["parkedAt"].endswith("Z")
+            assert message["replayCount"] == 0
+            assert message["previousReason"] is None
         reasons = [m["reason"] for m in messages]
 
         # Listing removes nothing and keeps the order.
         await wait_depth(bus, dlq, 3)
         assert (await client.get("/admin/dlq")).json()["messages"] == messages
         limited = (await client.get("/admin/dlq", params={"limit": 2})).json()
-        assert limited["count"] == 3 and limited["messages"] == messages[:2]
-        for query in ("limit=0", "limit=1001", "limit=x", "limit=-1", "max=3", "limit=1&limit=2"):
+        assert limited["count"] == 3
+        assert limited["messages"] == messages[:2]
+        for query in ("limit=0", "limit=201", "limit=x", "limit=-1", "max=3", "limit=1&limit=2", "queue=other"):
             assert (await client.get(f"/admin/dlq?{query}")).status_code == 400, query
-        for query in ("limit=0", "limit=x", "limit=-1", "limit=1000001", "max=3", "limit=1&limit=2"):
+        for query in ("limit=0", "limit=x", "limit=-1", "limit=1000001", "max=3", "limit=1&limit=2", "queue=x"):
             assert (await client.post(f"/admin/dlq/replay?{query}")).status_code == 400, query
+        # A body is honoured or refused, never ignored.
+        for body in ({"limit": 0}, {"limit": "1"}, {"limit": 1.5}, {"max": 1}, {"limit": 1, "extra": True}, [1]):
+            assert (await client.post("/admin/dlq/replay", json=body)).status_code == 400, body
+        assert (await client.post("/admin/dlq/replay?limit=1", json={"limit": 1})).status_code == 400
+        assert (await client.post("/admin/dlq/replay", content=b"limit=1")).status_code == 400
+        assert (await client.post("/admin/dlq/replay", content=b"{", headers=JSON)).status_code == 400
         await wait_depth(bus, dlq, 3)
         assert (await client.get("/admin/dlq/replay")).status_code == 405
         assert (await client.post("/admin/dlq")).status_code == 405
@@ -112,7 +129,8 @@ async def test_park_list_and_replay(settings_factory: Any) -> None:
 
         replay = await client.post("/admin/dlq/replay")
         assert replay.status_code == 200, replay.text
-        assert replay.json()["replayed"] == 4 and replay.json()["queue"] == dlq
+        assert replay.json()["replayed"] == 4
+        assert replay.json()["queue"] == dlq
         assert replay.json()["target"] == settings.rabbitmq_consume_queue
 
         await bus.wait_for([fixed["orderId"]])
@@ -124,8 +142,8 @@ async def test_park_list_and_replay(settings_factory: Any) -> None:
         assert sorted(m["bodySize"] for m in again) == sorted(m["bodySize"] for m in messages)
         assert all(m["previousReason"] == m["reason"] and m["replayCount"] == 1 for m in again)
 
-        # A partial replay takes the oldest; it parks again at the end.
-        partial = (await client.post("/admin/dlq/replay", params={"limit": 1})).json()
+        # A partial replay (limit in the body) takes the oldest; it parks again at the end.
+        partial = (await client.post("/admin/dlq/replay", json={"limit": 1})).json()
         assert (partial["replayed"], partial["remaining"]) in ((1, 2), (1, 3))
         await wait_depth(bus, dlq, 3)
         last = (await client.get("/admin/dlq")).json()["messages"]
@@ -149,7 +167,8 @@ async def test_replay_keeps_the_body_and_headers(settings_factory: Any) -> None:
             }
             await put(bus, dlq, b"\x00\xffbinary", headers=headers, content_type="application/octet-stream")
             listing = await operations.list()
-            assert listing.count == 1 and listing.messages[0].body_size == 8
+            assert listing.count == 1
+            assert listing.messages[0].body_size == 8
             assert listing.messages[0].body_preview.endswith("binary")
 
             result = await operations.replay()
@@ -184,9 +203,16 @@ async def test_replay_without_the_consumed_queue_keeps_the_message(settings_fact
             await bus.delete(settings.dlq_name, exchange=True)
 
 
-def cli_env(servers: Servers, queue: str, **overrides: Any) -> dict[str, str]:
+def cli_env(servers: Servers, settings: Any, **overrides: Any) -> dict[str, str]:
+    """The command line's environment: the same queue and exchange as `settings`."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENT_", "RABBITMQ_", "DB_", "DLQ_"))}
-    environment.update(servers.env(rabbitmq_consume_queue=queue, **overrides))
+    environment.update(
+        servers.env(
+            rabbitmq_consume_queue=settings.rabbitmq_consume_queue,
+            rabbitmq_publish_exchange=settings.rabbitmq_publish_exchange,
+            **overrides,
+        )
+    )
     return environment
 
 
@@ -202,7 +228,7 @@ async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 async def test_cli_list_and_replay(servers: Servers, settings_factory: Any) -> None:
     settings = settings_factory()
     queue, dlq = settings.rabbitmq_consume_queue, settings.dlq_name
-    env = cli_env(servers, queue)
+    env = cli_env(servers, settings)
     async with bus_for(settings) as bus:
         try:
             await declare(bus, queue, dlq)
@@ -213,7 +239,8 @@ async def test_cli_list_and_replay(servers: Servers, settings_factory: Any) -> N
             code, out, err = await cli(env, "list", "--limit", "3")
             assert code == 0, err
             listing = json.loads(out)
-            assert listing["count"] == 5 and len(listing["messages"]) == 3
+            assert listing["count"] == 5
+            assert len(listing["messages"]) == 3
             assert [m["bodyPreview"] for m in listing["messages"]] == ["parked-0", "parked-1", "parked-2"]
             assert listing["messages"][0]["reason"] == "invalid JSON: expected value"
 
@@ -222,15 +249,18 @@ async def test_cli_list_and_replay(servers: Servers, settings_factory: Any) -> N
             assert json.loads(out) == {"queue": dlq, "target": queue, "replayed": 2, "remaining": 3}
             code, out, err = await cli(env, "replay")
             assert code == 0, err
-            assert json.loads(out)["replayed"] == 3 and json.loads(out)["remaining"] == 0
+            assert json.loads(out)["replayed"] == 3
+            assert json.loads(out)["remaining"] == 0
             assert [m.body for m in await drain(bus, queue)] == bodies
 
             code, _, err = await cli(env, "replay", "--limit", "0")
-            assert code == 2 and "positive integer" in err
+            assert code == 2
+            assert "positive integer" in err
         finally:
             await bus.delete(queue, dlq, exchange=True)
-    code, _, err = await cli(cli_env(servers, queue, rabbitmq_port="1"), "list")
-    assert code == 1 and err.strip().splitlines()[-1].startswith("dlq list failed:")
+    code, _, err = await cli(cli_env(servers, settings, rabbitmq_port="1"), "list")
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("dlq list failed:")
 
 
 async def test_replay_killed_half_way_loses_nothing(servers: Servers, settings_factory: Any) -> None:
@@ -244,17 +274,18 @@ async def test_replay_killed_half_way_loses_nothing(servers: Servers, settings_f
                 await put(bus, dlq, body, headers={"x-rejection-reason": "paymentMethod.cardLastFour: bad"})
 
             # Killed right after the 7th copy was confirmed, before its original was acknowledged.
-            code, _, err = await cli(cli_env(servers, queue, dlq_replay_fault="after_publish:7"), "replay")
+            code, _, err = await cli(cli_env(servers, settings, dlq_replay_fault="after_publish:7"), "replay")
             assert code == -signal.SIGKILL, err
             await wait_depth(bus, queue, 7)
             await wait_depth(bus, dlq, 30 - 6)  # the 7th is in both queues: a duplicate, not a loss
 
             # Every body is somewhere; then a clean replay moves the rest.
-            code, out, err = await cli(cli_env(servers, queue), "replay")
+            code, out, err = await cli(cli_env(servers, settings), "replay")
             assert code == 0, err
             assert json.loads(out)["replayed"] == 24
             moved = [m.body for m in await drain(bus, queue)]
-            assert len(moved) == 31 and set(moved) == bodies
+            assert len(moved) == 31
+            assert set(moved) == bodies
             assert await bus.queue_depth(dlq) == 0
         finally:
             await bus.delete(queue, dlq, exchange=True)

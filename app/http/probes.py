@@ -1,0 +1,191 @@
+"""Health probes and the metrics scrape, kept cheap under many concurrent callers.
+
+Readiness is computed off the request path: a background task refreshes the checks about once
+a second and a probe only reads the last answer. Scrapes share one rendering of the metrics
+for about a second. Either way a poller, however eager, costs the service about one check
+(or one rendering) a second, never one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+UP, DOWN, UNKNOWN = "UP", "DOWN", "UNKNOWN"
+Ping = Callable[[], Awaitable[bool]]
+Check = Callable[[], Any]  # returns a value or an awaitable of one
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    checks: dict[str, str]
+    at: float  # monotonic time of the refresh
+
+
+NOT_YET = Readiness(False, {"database": UNKNOWN, "rabbitmq": UNKNOWN, "consumer": UNKNOWN, "gateway": UNKNOWN}, 0.0)
+
+
+@dataclass(eq=False)
+class Health:
+    """What the probes report.
+
+    `started`/`stopping` are set by the service's lifecycle and read at once. The checks —
+    `database()` and `broker()` (async pings), `consumers_ok()` (a live consumer on every
+    queue) and `gateway_state()` ("UP"/"DOWN") — run in the refresher that `start()` launches
+    and `stop()` ends. Ready = started, not stopping, database, RabbitMQ and consumers UP; a
+    gateway that is DOWN is shown but does not make the service unready (payments wait for it).
+    A check that is not wired is UNKNOWN and does not count. Without a running refresher, a
+    probe refreshes a stale answer itself, one refresh shared by all callers.
+    """
+
+    started: bool = False
+    stopping: bool = False
+    database: Ping | None = None
+    broker: Ping | None = None
+    consumers_ok: Check | None = None
+    gateway_state: Check | None = None
+    interval_s: float = 1.0
+    timeout_s: float = 2.5
+    clock: Callable[[], float] = time.monotonic
+    _last: Readiness = field(default=NOT_YET, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _refreshing: asyncio.Future[Readiness] | None = field(default=None, init=False)
+    refreshes: int = field(default=0, init=False)
+
+    async def start(self) -> None:
+        if self._task is None:
+            await self.refresh()
+            self._task = asyncio.create_task(self._run(), name="health-refresher")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.refresh()
+            except Exception as error:  # noqa: BLE001 - the refresher must outlive any one failure
+                logger.warning("health refresh failed: {error}", error=type(error).__name__)
+
+    async def refresh(self) -> Readiness:
+        """Run every check now (concurrently, each bounded by `timeout_s`); one run at a time."""
+        if self._refreshing is not None:
+            return await asyncio.shield(self._refreshing)
+        self._refreshing = asyncio.get_running_loop().create_future()
+        try:
+            result = await self._check_all()
+            self._last = result
+            self._refreshing.set_result(result)
+            return result
+        except BaseException as error:
+            self._refreshing.set_exception(error)
+            self._refreshing.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self._refreshing = None
+
+    async def _check_all(self) -> Readiness:
+        database, broker, consumer, gateway = await asyncio.gather(
+            self._flag(self.database), self._flag(self.broker), self._flag(self.consumers_ok), self._state()
+        )
+        self.refreshes += 1
+        checks = {"database": database, "rabbitmq": broker, "consumer": consumer, "gateway": gateway}
+        ready = all(state == UP for state in (database, broker)) and consumer != DOWN
+        return Readiness(ready, checks, self.clock())
+
+    async def _call(self, check: Check) -> Any:
+        async with asyncio.timeout(self.timeout_s):
+            value = check()
+            return await value if inspect.isawaitable(value) else value
+
+    async def _flag(self, check: Check | None) -> str:
+        if check is None:
+            return UNKNOWN
+        try:
+            return UP if await self._call(check) else DOWN
+        except Exception:  # noqa: BLE001 - any failure of a check is DOWN
+            return DOWN
+
+    async def _state(self) -> str:
+        if self.gateway_state is None:
+            return UNKNOWN
+        try:
+            state = await self._call(self.gateway_state)
+        except Exception:  # noqa: BLE001 - an unknown state is shown as such
+            return UNKNOWN
+        return state if state in (UP, DOWN) else UNKNOWN
+
+    async def current(self) -> Readiness:
+        """The last answer; refreshed here only when no refresher runs and it is stale."""
+        if self._task is None and self.clock() - self._last.at >= self.interval_s:
+            return await self.refresh()
+        return self._last
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        snapshot = await self.current()
+        return self.started and not self.stopping and snapshot.ready, snapshot.checks
+
+
+class MetricsText:
+    """The Prometheus exposition of a registry, rendered at most once per `ttl_s`."""
+
+    def __init__(
+        self, registry: CollectorRegistry, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.registry = registry
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._text = b""
+        self._at = float("-inf")
+        self.renderings = 0
+
+    def render(self) -> bytes:
+        # Rendering is synchronous, so concurrent scrapers on this event loop can only ever
+        # find a fresh text or make the one rendering the others then share.
+        now = self.clock()
+        if now - self._at >= self.ttl_s:
+            self._text = generate_latest(self.registry)
+            self._at = now
+            self.renderings += 1
+        return self._text
+
+
+def probe_routes(health: Health, metrics: MetricsText) -> list[Route]:
+    async def startup(_: Request) -> Response:
+        if health.started:
+            return JSONResponse({"status": UP})
+        return JSONResponse({"status": "STARTING"}, status_code=503)
+
+    async def liveness(_: Request) -> Response:
+        return JSONResponse({"status": UP})
+
+    async def readiness(_: Request) -> Response:
+        ready, checks = await health.readiness()
+        return JSONResponse({"status": UP if ready else DOWN, "checks": checks}, status_code=200 if ready else 503)
+
+    async def scrape(_: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz/startup", startup, methods=["GET"]),
+        Route("/healthz/liveness", liveness, methods=["GET"]),
+        Route("/healthz", liveness, methods=["GET"]),
+        Route("/healthz/readiness", readiness, methods=["GET"]),
+        Route("/healthz/ready", readiness, methods=["GET"]),
+        Route("/metrics", scrape, methods=["GET"]),
+    ]
