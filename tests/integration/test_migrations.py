@@ -150,6 +150,23 @@ async def _migrate_in_process(jdbc_url: str, servers: Servers) -> tuple[int, byt
     return process.returncode or 0, output
 
 
+async def test_empty_kotlin_table_is_adopted(servers: Servers) -> None:
+    """A Kotlin deployment that never took an order: adopted all the same, ids from 1."""
+    async with scratch_database(servers, "empty") as db:
+        await load_kotlin_fixture(db.dsn)
+        connection = await asyncpg.connect(db.dsn)
+        try:
+            await connection.execute("TRUNCATE payments; ALTER SEQUENCE payments_id_seq RESTART")
+            await migrate(db.url)
+            first = await connection.fetchval(
+                "INSERT INTO payments (order_id, buyer_id, status) VALUES (1, '', 'CANCELLED') RETURNING id"
+            )
+        finally:
+            await connection.close()
+        assert first == 1
+        assert await model_differences(db.url) == []
+
+
 async def test_replicas_starting_together_adopt_once(servers: Servers) -> None:
     async with scratch_database(servers, "race") as db:
         await load_kotlin_fixture(db.dsn)
