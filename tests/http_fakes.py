@@ -18,7 +18,7 @@ from app.domain import CardBrand, Payment, PaymentMethod, PaymentMethodType, Pay
 from app.http.auth import Authenticator, StaticTokenAuth
 from app.http.probes import Health
 from app.http.routes import create_http_app
-from app.messaging.dlq import DlqListing, ParkedMessage, ReplayResult, UnknownLot
+from app.messaging.dlq import LOT_ROLES, DlqListing, ParkedMessage, ReplayResult, UnknownLot
 from app.observability.metrics import PaymentMetrics
 
 
@@ -86,8 +86,8 @@ class FakeLots:
     def _name(self, queue: str | None) -> str:
         if queue is None:
             return self.queues[0]
-        for name in self.queues:
-            if queue in (name, f"{name}.dlq"):
+        for role, name in zip(LOT_ROLES, self.queues, strict=True):
+            if queue in (role, name, f"{name}.dlq"):
                 return name
         raise UnknownLot(f"queue must be one of {', '.join(self.queues)}")
 

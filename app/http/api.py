@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.domain import Payment, PaymentStatus
-from app.http.edge import error, failure_response
+from app.http.edge import MAX_BODY_BYTES, error, failure_response
 from app.http.openapi import ERRORS, OrderId, PaymentId, describe_api, validation_message, whole
 from app.http.schemas import (
     PRINTABLE,
@@ -208,7 +208,7 @@ def admin_api(
         docs_url=None,
         redoc_url=None,
         redirect_slashes=False,
-        max_body_size=16 * 1024,  # the largest body here is a 500-character reason
+        max_body_size=MAX_BODY_BYTES,  # also for chunked bodies, which declare no length
         # Spans and logs of its own would carry full URLs (query strings, maybe a token).
         telemetry={"tracing": False, "metrics": False, "logs": False},
         dependencies=[Security(HTTPBearer(auto_error=False, scheme_name="bearerAuth"))],

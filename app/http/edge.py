@@ -1,7 +1,8 @@
 """The HTTP edge: one ASGI layer in front of every route.
 
 In order, for each request:
-- a path with control characters (a NUL byte, `%00`, a newline) is a 400 before routing;
+- a path with control characters (a NUL byte, `%00`, a newline) is a 400 before routing, a
+  declared body over 16 KiB a 413;
 - `/payments*` and `/admin*` are rate-limited per client address (429 with Retry-After), then
   authenticated (401/403/503) — both before routing, so unknown admin paths reveal nothing;
 - responses lose any `server` header; admin answers get `Cache-Control: no-store`; every
@@ -26,6 +27,7 @@ from app.http.ratelimit import TokenBuckets, retry_after
 from app.observability.logs import failure_summary
 
 ADMIN_PREFIXES = ("/payments", "/admin")
+MAX_BODY_BYTES = 16 * 1024  # the largest body the service takes is a 500-character refund reason
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DROPPED = {b"server"}
 _ADMIN_DROPPED = {b"server", b"cache-control"}
@@ -126,6 +128,10 @@ class Edge:
     async def _refusal(self, scope: Scope, path: str, admin: bool) -> JSONResponse | None:
         if _CONTROL.search(path):
             return error(400, "the path contains control characters")
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or len(length) > 12 or int(length) > MAX_BODY_BYTES):
+            # A chunked body is still cut at the same size by the admin API itself.
+            return error(413, "request body too large")
         if not admin:
             return None
         if self.limiter is not None:
