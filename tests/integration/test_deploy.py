@@ -636,17 +636,20 @@ def _stages() -> list[list[tuple[str, str]]]:
 
 
 def test_dockerfile_is_multi_stage_on_the_tested_python():
-    args = dict(
-        rest.split("=", 1) for keyword, rest in _dockerfile_instructions() if keyword == "ARG" and "=" in rest
-    )
+    args = dict(rest.split("=", 1) for keyword, rest in _dockerfile_instructions() if keyword == "ARG" and "=" in rest)
     stages = _stages()
     assert len(stages) >= 2
     tested = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert tested == "3.11"
+    # An exact patch release, so that a rebuild gets the same interpreter, taken from the ARG.
+    assert re.fullmatch(rf"{re.escape(tested)}\.\d+", args.get("PYTHON_VERSION", "")), args
     for stage in stages:
         image = stage[0][1].split()[0]
+        assert "${PYTHON_VERSION}" in image, f"FROM {image}: use ARG PYTHON_VERSION"
         image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
-        assert re.fullmatch(rf"python:{re.escape(tested)}(\.\d+)?-slim(-\w+)?", image), image
+        assert re.fullmatch(rf"python:{re.escape(tested)}\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{{64}})?", image), image
+    text = "\n".join(f"{k} {r}" for k, r in _dockerfile_instructions())
+    assert not re.search(r"\bpython3\.\d+\b", text), "no hard-coded interpreter: the base image's python"
 
 
 def test_dockerfile_final_stage_runs_the_app_as_non_root():
@@ -696,20 +699,30 @@ def test_dockerfile_final_stage_is_slim():
     assert sources == {"/opt/venv"}, sources
 
 
-def test_dockerfile_installs_with_the_readme_and_ci_commands():
+def test_dockerfile_installs_the_runtime_lock_like_bootstrap_installs_the_dev_lock():
     build_text = "\n".join(f"{k} {r}" for k, r in _stages()[0])
-    assert "python3.11 -m venv /opt/venv" in build_text
+    assert "-m venv /opt/venv" in build_text
     installs = re.findall(r"/opt/venv/bin/python -m pip install ([^&\n]*)", build_text)
-    assert installs and installs[-1].split()[-1] == ".", "the project is installed, not editable, no extras"
-    bootstrap = ROOT / "scripts" / "bootstrap"
-    if bootstrap.exists():
-        # The image runs the same pip commands as scripts/bootstrap (which CI runs),
-        # with the project itself instead of the editable '.[dev]'.
-        lines = [line for line in bootstrap.read_text().splitlines() if "-m pip install" in line]
-        assert lines, "scripts/bootstrap no longer installs with pip: update the Dockerfile"
-        for line in lines:
-            options = line.split("-m pip install", 1)[1].replace("-e '.[dev]'", ".").split()
-            assert any(install.split() == options for install in installs), f"not mirrored: {line}"
+    # The dependencies: the runtime lock, hashes checked, with the options scripts/bootstrap
+    # (which CI runs) uses for the dev lock.
+    lock_installs = [i.split() for i in installs if "-r" in i.split()]
+    assert [i[i.index("-r") + 1] for i in lock_installs] == ["requirements/runtime.txt"], installs
+    bootstrap = (ROOT / "scripts" / "bootstrap").read_text()
+    bootstrap_install = re.search(r"pip install ([^\n]*)-r \"\$LOCK\"", bootstrap)
+    assert bootstrap_install, "scripts/bootstrap no longer installs the lock with pip: update the Dockerfile"
+    assert lock_installs[0][: lock_installs[0].index("-r")] == bootstrap_install.group(1).split()
+    assert re.search(r"^LOCK=requirements/dev\.txt$", bootstrap, flags=re.MULTILINE)
+    # The project itself: a built wheel, no extras, not editable, nothing resolved again.
+    project = installs[-1].split()
+    assert "--no-deps" in project, project
+    assert "-e" not in project, project
+    assert project[-1].endswith(".whl"), project
+    runtime, dev = (
+        dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)==([^\s;\\]+)", (ROOT / "requirements" / name).read_text(), re.M))
+        for name in ("runtime.txt", "dev.txt")
+    )
+    assert runtime, "requirements/runtime.txt pins nothing"
+    assert {name: dev.get(name) for name in runtime} == runtime, "runtime.txt and dev.txt disagree"
     for keyword, rest in _stages()[0]:
         if keyword == "COPY" and not rest.startswith("--from"):
             for source in shlex.split(rest)[:-1]:
@@ -759,8 +772,28 @@ def _docker_ignored(path: str) -> bool:
 
 
 def test_dockerignore_keeps_the_context_to_what_the_image_needs():
-    for needed in ("pyproject.toml", "README.md", "app/__init__.py", "app/config.py", "app/persistence/migrations/versions/x.py"):
-        assert not _docker_ignored(needed), needed
-    for unwanted in (".venv/bin/python", "tests/integration/test_deploy.py", ".git/HEAD", "app/__pycache__/config.cpython-311.pyc",
-                     "kustomize/base/kustomization.yaml", ".pytest_cache/v/x", ".ci/run", ".env"):
-        assert _docker_ignored(unwanted), unwanted
+    needed = (
+        "pyproject.toml",
+        "README.md",
+        "requirements/runtime.txt",
+        "requirements/build.txt",
+        "app/__init__.py",
+        "app/config.py",
+        "app/persistence/migrations/versions/x.py",
+        "app/http/static/asyncapi/index.js",
+    )
+    for path in needed:
+        assert not _docker_ignored(path), path
+    unwanted = (
+        ".venv/bin/python",
+        "tests/integration/test_deploy.py",
+        ".git/HEAD",
+        "app/__pycache__/config.cpython-311.pyc",
+        "kustomize/base/kustomization.yaml",
+        ".pytest_cache/v/x",
+        ".ci/run",
+        ".env",
+        "requirements/dev.txt",
+    )
+    for path in unwanted:
+        assert _docker_ignored(path), path
