@@ -129,15 +129,19 @@ def _run_serve(settings: Settings, args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def bounded_int(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer in [low, high], else the parser's usage error."""
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (no upper bound when high is None), else the
+    parser's usage error."""
 
     def parse(raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{raw!r} is not an integer") from None
-        if not low <= value <= high:
+        if high is None and value < low:
+            wanted = "a positive integer" if low == 1 else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {wanted} (got {value})")
+        if high is not None and not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be between {low} and {high} (got {value})")
         return value
 
@@ -166,7 +170,7 @@ def _add_dlq(commands: Any) -> None:
     )
     replay = actions.add_parser("replay", help="move parked messages back to their queue (JSON summary)")
     replay.add_argument(
-        "--limit", type=bounded_int(1, sys.maxsize), default=None, help="at most this many (default: all parked now)"
+        "--limit", type=bounded_int(1), default=None, help="at most this many (default: all parked now)"
     )
     for action in (listing, replay):
         action.add_argument(

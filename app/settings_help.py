@@ -5,14 +5,13 @@ from __future__ import annotations
 import types
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from app.config import Settings
 
 _KINDS = {bool: "true|false", int: "integer", float: "number", str: "text", SecretStr: "secret"}
-_BOUNDS = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"), (annotated_types.Le, "le", "<="))
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def environment_variable(name: str) -> str:
@@ -35,26 +34,21 @@ def _kind(annotation: Any) -> str:
 
 
 def _constraints(field: FieldInfo) -> list[str]:
-    """Bounds, lengths and patterns declared on the field, in the order an operator reads them."""
+    """Bounds, lengths and patterns declared on the field (pydantic keeps them as metadata objects
+    with `ge`, `max_length`, `pattern`... attributes), in the order an operator reads them."""
     bounds: dict[str, Any] = {}
     notes: list[str] = []
     for item in field.metadata:
-        for kind, key, _ in _BOUNDS:
-            if isinstance(item, kind):
-                bounds[key] = getattr(item, key)
-        if isinstance(item, annotated_types.Lt):
-            bounds["lt"] = item.lt
-        if isinstance(item, annotated_types.MinLen) and item.min_length > 1:
+        bounds.update({key: getattr(item, key) for key in _BOUNDS if getattr(item, key, None) is not None})
+        if (getattr(item, "min_length", None) or 0) > 1:
             notes.append(f"at least {item.min_length} characters long")
-        if isinstance(item, annotated_types.MaxLen):
+        if getattr(item, "max_length", None) is not None:
             notes.append(f"up to {item.max_length} characters")
-        pattern = getattr(item, "pattern", None)
-        if isinstance(pattern, str):
-            notes.append(f"matching {pattern}")
+        if isinstance(getattr(item, "pattern", None), str):
+            notes.append(f"matching {item.pattern}")
     if "ge" in bounds and "le" in bounds:
         return [f"{bounds['ge']}..{bounds['le']}", *notes]
-    symbols = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    return [f"{symbols[key]}{value}" for key, value in bounds.items()] + notes
+    return [f"{_BOUNDS[key]}{value}" for key, value in bounds.items()] + notes
 
 
 def _default(field: FieldInfo, annotation: Any) -> str:
