@@ -18,9 +18,9 @@ from pydantic.alias_generators import to_camel
 
 from app.domain import CardBrand, FailureCode, Payment, PaymentMethod, PaymentMethodType, PaymentStatus
 from app.domain.money import CENT
+from app.messaging.decoding import MAX_ORDER_ID
 from app.messaging.topology import FAILED_KEY, REFUNDED_KEY, SUCCEEDED_KEY
 
-MAX_ORDER_ID = 2**63 - 1
 DEFAULT_REFUND_REASON = "Refunded"  # an operator's refund without a reason
 
 

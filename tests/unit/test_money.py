@@ -15,7 +15,7 @@ from app.domain.money import (
 
 
 @pytest.mark.parametrize(
-    "raw, code",
+    ("raw", "code"),
     [
         ("usd", "USD"),
         ("USD", "USD"),
@@ -49,12 +49,12 @@ def test_currency_codes_in_any_case_are_upper_cased(raw: str, code: str) -> None
     ],
 )
 def test_unknown_or_unchargeable_currencies_are_refused(raw: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^currency: "):
         normalise_currency(raw)  # type: ignore[arg-type]  # wrong types on purpose
 
 
 @pytest.mark.parametrize(
-    "code, exponent",
+    ("code", "exponent"),
     [("JPY", 0), ("USD", 2), ("EUR", 2), ("KWD", 3), ("BHD", 3), ("CLF", 4)],
 )
 def test_exponents_come_from_iso_4217(code: str, exponent: int) -> None:
@@ -63,12 +63,12 @@ def test_exponents_come_from_iso_4217(code: str, exponent: int) -> None:
 
 @pytest.mark.parametrize("code", ["XYZ", "usd", "XAU", ""])
 def test_exponent_of_an_unknown_code_is_an_error(code: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^currency: "):
         currency_exponent(code)
 
 
 @pytest.mark.parametrize(
-    "raw, amount",
+    ("raw", "amount"),
     [
         ("49.99", "49.99"),
         ("49.990", "49.99"),
@@ -131,12 +131,12 @@ def test_plain_decimals_and_numbers_are_read_by_value(raw: object, amount: str) 
     ],
 )
 def test_anything_else_is_not_an_amount(raw: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^amount: "):
         parse_amount(raw)
 
 
 @pytest.mark.parametrize(
-    "amount, currency, minor",
+    ("amount", "currency", "minor"),
     [
         ("49.99", "USD", 4999),
         ("10", "JPY", 10),
@@ -150,9 +150,9 @@ def test_minor_units(amount: str, currency: str, minor: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "amount, currency",
+    ("amount", "currency"),
     [("10.50", "JPY"), ("0.01", "JPY"), ("1.00", "XYZ"), ("1.00", "XAU")],
 )
 def test_amounts_the_currency_cannot_express_are_errors(amount: str, currency: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^(amount|currency): "):
         to_minor_units(Decimal(amount), currency)
