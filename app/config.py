@@ -121,6 +121,14 @@ class Settings(BaseSettings):
             return value.upper() if info.field_name == "log_level" else value.lower()
         return value
 
+    @field_validator("payment_fault_inject")
+    @classmethod
+    def _fault_point_known(cls, value: str | None) -> str | None:
+        from app.faults import FaultInjector
+
+        FaultInjector(value)  # raises ValueError naming the known points
+        return value
+
     @field_validator("db_url")
     @classmethod
     def _db_url_parses(cls, value: str) -> str:

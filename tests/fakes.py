@@ -149,6 +149,14 @@ class InMemoryPaymentStore:
             self.payments[payment.order_id] = final
             return final
 
+    async def ping(self) -> bool:
+        return True
+
+    async def mark_published(self, payment_ids: list[int]) -> None:
+        for order_id, payment in self.payments.items():
+            if payment.id in payment_ids:
+                self.payments[order_id] = replace(payment, published_at=_now())
+
     def expire_lease(self, order_id: int) -> None:
         payment = self.payments[order_id]
         self.payments[order_id] = replace(payment, lease_until=_now() - timedelta(seconds=1))

@@ -176,9 +176,12 @@ async def _provoke_channel_error(message: RabbitMessage) -> None:
 
 
 def _deadline(request: PaymentRequest, max_wait_s: float) -> float:
-    """The order is held at most until occurredAt + max wait (from now if occurredAt is unknown)."""
-    since = request.occurred_at.timestamp() if request.occurred_at is not None else time.time()
-    return since + max_wait_s
+    """The order is held at most until max wait after its occurredAt — or after we received it,
+    if that is later: occurredAt comes from another machine's clock, and an order delivered
+    late (a backlog, a skewed clock) still gets its full wait for the gateway."""
+    received = time.time()
+    occurred = request.occurred_at.timestamp() if request.occurred_at is not None else received
+    return max(occurred, received) + max_wait_s
 
 
 def _log_result(result: ProcessingResult, started: float) -> None:

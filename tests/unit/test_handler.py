@@ -1,5 +1,6 @@
-"""The subscriber and publishers with FastStream's in-memory test broker (no RabbitMQ; an
-in-memory store stands in for PostgreSQL)."""
+"""The event contract end to end in memory: FastStream's test broker delivers to the decorated
+subscribers, the consumer policy runs against an in-memory store and the simulated gateway,
+and the declared publishers (AsyncAPI) are checked with their mocks. No RabbitMQ, no PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,73 +10,99 @@ import pytest
 from faststream.rabbit import RabbitMessage
 from faststream.rabbit.testing import TestRabbitBroker
 
+from app.bootstrap import build
 from app.config import load_settings
-from app.bootstrap import create_app
+from app.gateway import SimulatedGateway
+from app.messaging.topology import ORDER_CANCELLED_KEY, STOCK_CONFIRMED_KEY
 from tests.fakes import InMemoryPaymentStore
 from tests.support import FAILED_KEYS, SUCCEEDED_KEYS, event
 
+REFUNDED_KEYS = {"eventId", "orderId", "paymentId", "transactionId", "refundId", "amount", "currency", "reason", "refundedAt"}
+
 
 @pytest.fixture
-def wired():  # noqa: ANN201
-    app = create_app(load_settings(payment_delay_ms=0))
-    components = app.components
-    components.service.store = InMemoryPaymentStore()
-    succeeded = components.outcomes.succeeded
-    failed = components.outcomes.failed
-    return components, succeeded, failed
+def parts():  # noqa: ANN201 - the wired components
+    settings = load_settings(payment_delay_ms=0)
+    return build(settings, ledger=InMemoryPaymentStore(), gateway=SimulatedGateway(delay_ms=0))
 
 
-def bodies(publisher) -> list[dict]:  # noqa: ANN001
-    return [call.args[0] if isinstance(call.args[0], dict) else json.loads(call.args[0]) for call in publisher.mock.call_args_list]
+def published(parts, routing_key: str) -> list[dict]:  # noqa: ANN001
+    mock = parts.outcomes.publishers[routing_key].mock
+    return [json.loads(call.args[0]) for call in mock.call_args_list]
 
 
-async def test_success_publishes_payment_succeeded(wired) -> None:  # noqa: ANN001
-    components, succeeded, failed = wired
-    async with TestRabbitBroker(components.broker) as broker:
-        body = event(card="4242")
-        await broker.publish(json.dumps(body).encode(), exchange=components.topology.exchange, routing_key="order.stock-confirmed")
-        [published] = bodies(succeeded)
-        assert set(published) == SUCCEEDED_KEYS
-        assert published["orderId"] == body["orderId"] and published["amount"] == "49.99"
-        assert failed.mock.call_count == 0
+async def send(broker, parts, body, routing_key: str = STOCK_CONFIRMED_KEY) -> None:  # noqa: ANN001
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    await broker.publish(raw, exchange=parts.topology.exchange, routing_key=routing_key)
 
 
-async def test_decline_publishes_payment_failed(wired) -> None:  # noqa: ANN001
-    components, succeeded, failed = wired
-    async with TestRabbitBroker(components.broker) as broker:
-        await broker.publish(json.dumps(event(card="0000")).encode(), exchange=components.topology.exchange, routing_key="order.stock-confirmed")
-        [published] = bodies(failed)
-        assert set(published) == FAILED_KEYS
-        assert (published["failureCode"], published["failureReason"]) == ("CARD_DECLINED", "Card declined")
-        assert succeeded.mock.call_count == 0
+async def test_success_publishes_payment_succeeded_with_exact_keys(parts) -> None:  # noqa: ANN001
+    async with TestRabbitBroker(parts.broker) as broker:
+        body = event(card="1111")  # 4111 1111 1111 1111 succeeds
+        await send(broker, parts, body)
+        [outcome] = published(parts, "payment.succeeded")
+        assert set(outcome) == SUCCEEDED_KEYS
+        assert outcome["orderId"] == body["orderId"] and outcome["amount"] == "49.99"
+        assert published(parts, "payment.failed") == []
 
 
-async def test_same_event_twice_publishes_twice_with_same_payment(wired) -> None:  # noqa: ANN001
-    components, succeeded, _ = wired
-    async with TestRabbitBroker(components.broker) as broker:
+async def test_decline_publishes_payment_failed(parts) -> None:  # noqa: ANN001
+    async with TestRabbitBroker(parts.broker) as broker:
+        await send(broker, parts, event(card="0000"))
+        [outcome] = published(parts, "payment.failed")
+        assert set(outcome) == FAILED_KEYS
+        assert (outcome["failureCode"], outcome["failureReason"]) == ("CARD_DECLINED", "Card declined")
+
+
+async def test_unchargeable_order_fails_with_a_reason_instead_of_parking(parts) -> None:  # noqa: ANN001
+    async with TestRabbitBroker(parts.broker) as broker:
+        await send(broker, parts, event(totalAmount="1e3"))
+        [outcome] = published(parts, "payment.failed")
+        assert (outcome["failureCode"], outcome["failureReason"]) == ("UNKNOWN", "Invalid totalAmount")
+
+
+async def test_same_event_twice_publishes_the_same_outcome(parts) -> None:  # noqa: ANN001
+    async with TestRabbitBroker(parts.broker) as broker:
         raw = json.dumps(event()).encode()
-        for _ in range(2):
-            await broker.publish(raw, exchange=components.topology.exchange, routing_key="order.stock-confirmed")
-        first, second = bodies(succeeded)
+        await send(broker, parts, raw)
+        await send(broker, parts, raw)
+        first, second = published(parts, "payment.succeeded")
         assert first == second  # same paymentId, transactionId and eventId
 
 
-async def test_invalid_message_is_parked_and_not_charged(wired) -> None:  # noqa: ANN001
-    components, succeeded, failed = wired
+async def test_unreadable_message_is_parked_and_not_charged(parts) -> None:  # noqa: ANN001
     parked: list[tuple[bytes, dict]] = []
 
-    @components.broker.subscriber(components.topology.dlq)
+    @parts.broker.subscriber(parts.topology.stock_confirmed.dlq, parts.topology.exchange)
     async def parking_lot(body: bytes) -> None:
-        message: RabbitMessage = components.broker.context.get_local("message")
+        message: RabbitMessage = parts.broker.context.get_local("message")
         parked.append((message.body, message.headers))
 
-    async with TestRabbitBroker(components.broker) as broker:
-        await broker.publish(b"{not json", exchange=components.topology.exchange, routing_key="order.stock-confirmed")
-        await broker.publish(json.dumps(event(orderId=-5)).encode(), exchange=components.topology.exchange, routing_key="order.stock-confirmed")
-        assert succeeded.mock.call_count == 0 and failed.mock.call_count == 0
-        assert components.service.store.payments == {}
-        assert [body for body, _ in parked] == [b"{not json", parked[1][0]]
-        assert parked[0][1]["x-rejection-reason"].startswith("invalid JSON")
-        assert parked[1][1]["x-rejection-reason"].startswith("orderId:")
-        samples = {s.labels["reason"]: s.value for s in components.metrics.parked.collect()[0].samples if s.name.endswith("_total")}
-        assert samples == {"invalid_json": 1.0, "invalid_value": 1.0}
+    async with TestRabbitBroker(parts.broker) as broker:
+        await send(broker, parts, b"{not json")
+        await send(broker, parts, event(orderId=-5))
+        assert published(parts, "payment.succeeded") == published(parts, "payment.failed") == []
+        assert parts.ledger.payments == {}
+        assert [body for body, _ in parked][0] == b"{not json"
+        assert len(parked) == 2 and all(headers["x-rejection-reason"] for _, headers in parked)
+
+
+async def test_cancel_after_success_publishes_payment_refunded(parts) -> None:  # noqa: ANN001
+    async with TestRabbitBroker(parts.broker) as broker:
+        body = event()
+        await send(broker, parts, body)
+        cancel = {"orderId": body["orderId"], "buyerId": body["buyerId"], "reason": "Customer changed their mind"}
+        await send(broker, parts, cancel, ORDER_CANCELLED_KEY)
+        [refunded] = published(parts, "payment.refunded")
+        assert set(refunded) == REFUNDED_KEYS
+        assert refunded["reason"] == "Customer changed their mind" and refunded["refundId"].startswith("re_")
+
+
+async def test_cancel_before_stock_confirmed_means_never_charged_and_nothing_published(parts) -> None:  # noqa: ANN001
+    async with TestRabbitBroker(parts.broker) as broker:
+        body = event()
+        await send(broker, parts, {"orderId": body["orderId"], "reason": "changed mind"}, ORDER_CANCELLED_KEY)
+        await send(broker, parts, body)
+        for key in ("payment.succeeded", "payment.failed", "payment.refunded"):
+            assert published(parts, key) == []
+        assert parts.ledger.payments[body["orderId"]].status.value == "CANCELLED"

@@ -15,6 +15,7 @@ from app.domain import (
 )
 from app.gateway import RetryingCharger, RetryPolicy, SimulatedGateway
 from app.service.payments import PaymentService
+from app.service.refunds import RefundService
 from tests.fakes import CountingGateway, ExplodingGateway, InMemoryPaymentStore
 
 
@@ -33,7 +34,7 @@ def make_service(gateway=None, store=None):  # noqa: ANN001, ANN201
     store = store or InMemoryPaymentStore()
     gateway = gateway or CountingGateway(SimulatedGateway(delay_ms=0))
     charger = RetryingCharger(gateway, RetryPolicy(max_attempts=3, timeout_s=0.2, base_delay_s=0.001, max_delay_s=0.002))
-    return PaymentService(store, charger, lease_s=30), store, gateway
+    return PaymentService(store, charger, RefundService(store, charger), lease_s=30), store, gateway
 
 
 async def test_success_stores_succeeded_with_transaction_id() -> None:
@@ -74,8 +75,8 @@ async def test_gateway_exception_stores_failed_gateway_error() -> None:
 
 async def test_replayed_failure_keeps_original_failure_code() -> None:
     service, _, _ = make_service()
-    await service.process(request(5, card="2222"))
-    replay = await service.process(request(5, card="2222"))
+    await service.process(request(5, card="0002"))
+    replay = await service.process(request(5, card="0002"))
     assert replay.disposition is Disposition.ALREADY_PROCESSED
     assert replay.payment.failure_code is FailureCode.CARD_EXPIRED
 
@@ -103,3 +104,31 @@ async def test_live_lease_is_in_progress_and_expired_lease_is_taken_over_with_sa
     assert taken.disposition is Disposition.PROCESSED
     assert taken.payment.status is PaymentStatus.SUCCEEDED
     assert [c.idempotency_key for c in gateway.calls] == ["order-7"]
+
+
+async def test_rejected_request_fails_without_a_charge() -> None:
+    from dataclasses import replace
+
+    from app.domain import Rejection
+
+    service, store, gateway = make_service()
+    rejected = replace(request(20), amount=None, rejection=Rejection(FailureCode.UNKNOWN, "Invalid totalAmount"))
+    result = await service.process(rejected)
+    assert (result.payment.status, result.payment.failure_code) == (PaymentStatus.FAILED, FailureCode.UNKNOWN)
+    assert result.payment.failure_reason == "Invalid totalAmount"
+    assert gateway.calls == []
+
+
+async def test_conflicting_duplicate_is_not_charged_and_is_reported() -> None:
+    from dataclasses import replace
+
+    conflicts: list[tuple[int, list[str]]] = []
+    store = InMemoryPaymentStore()
+    gateway = CountingGateway(SimulatedGateway(delay_ms=0))
+    charger = RetryingCharger(gateway, RetryPolicy(max_attempts=1, timeout_s=1, base_delay_s=0.001, max_delay_s=0.002))
+    service = PaymentService(store, charger, RefundService(store, charger), on_conflict=lambda o, f: conflicts.append((o, f)))
+    await service.process(request(21))
+    second = await service.process(replace(request(21), amount=Decimal("50.00"), buyer_id="someone-else"))
+    assert second.disposition is Disposition.ALREADY_PROCESSED
+    assert conflicts == [(21, ["amount", "buyerId"])]
+    assert len(gateway.calls) == 1
