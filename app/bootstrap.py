@@ -31,7 +31,9 @@ from app.config import Settings, load_settings
 from app.faults import FaultInjector
 from app.gateway import CircuitBreaker, RetryingCharger, RetryPolicy, gateway_from
 from app.http.auth import Authenticator
-from app.http.routes import Health, create_http_app
+from app.http.probes import Health
+from app.http.routes import create_http_app
+from app.messaging.asyncapi import document_of
 from app.messaging.broker import build_broker
 from app.messaging.consumer import Consumers
 from app.messaging.contract import declare_publishers, register
@@ -39,6 +41,7 @@ from app.messaging.dlq import DlqOperations
 from app.messaging.parking import ParkingLot
 from app.messaging.publishing import OutcomePublisher, PublishedMarks
 from app.messaging.topology import Topology
+from app.messaging.watch import ConsumerWatch
 from app.observability.metrics import ChargeTelemetry, PaymentMetrics
 from app.observability.tracing import broker_middleware, instrument_charger, provider_from_settings, shutdown_tracing
 from app.persistence.ledger import PaymentLedger
@@ -46,7 +49,7 @@ from app.persistence.migrate import migrate
 from app.persistence.repository import PaymentRepository, make_engine
 from app.service.payments import PaymentService
 from app.service.reconciler import Reconciler
-from app.service.refunds import RefundService
+from app.service.refunds import RefundResult, RefundService
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Components:
     consumers: Consumers
     reconciler: Reconciler
     health: Health
+    watch: ConsumerWatch
     auth: Authenticator
     dlq: DlqOperations
     tracer: Any = None
@@ -108,7 +112,13 @@ def build(
 
     marks = PublishedMarks(ledger.mark_published)
     outcomes = OutcomePublisher(declare_publishers(broker, topology), marks, metrics)
-    health = Health(database=ledger.ping, broker=lambda: broker.ping(timeout=2.0))
+    watch = ConsumerWatch(broker, topology.stock_confirmed.queue)
+    health = Health(
+        database=ledger.ping,
+        broker=lambda: broker.ping(timeout=2.0),
+        consumers_ok=lambda: watch.healthy,
+        gateway_state=lambda: "UP" if breaker.available else "DOWN",
+    )
     consumers = Consumers(
         payments=payments,
         refunds=refunds,
@@ -150,6 +160,7 @@ def build(
         consumers=consumers,
         reconciler=reconciler,
         health=health,
+        watch=watch,
         auth=Authenticator.from_settings(settings),
         dlq=DlqOperations.from_settings(settings),
         tracer=tracer,
@@ -167,6 +178,17 @@ def specification(components: Components) -> AsyncAPI:
             f"payment.refunded. Unreadable messages are parked in {lots} with an `x-rejection-reason` header."
         ),
     )
+
+
+class OperatorRefunds:
+    """The admin route's and the command line's refund: the service's, announced on success."""
+
+    def __init__(self, components: Components) -> None:
+        self.components = components
+
+    async def refund(self, order_id: int, reason: str | None) -> RefundResult:
+        c = self.components
+        return await c.refunds.refund(order_id, reason, c.outcomes.publish)
 
 
 class Lifecycle:
@@ -200,6 +222,8 @@ class Lifecycle:
             await declared.bind(c.topology.exchange.name, routing_key=routing_key)
         c.marks.start()
         c.reconciler.start()
+        await c.watch.start()
+        await c.health.start()
         # Everything built so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which otherwise stall the event loop for a few hundred ms.
         gc.collect()
@@ -213,11 +237,13 @@ class Lifecycle:
 
     async def stop_taking_work(self) -> None:
         self.c.health.stopping = True
+        await self.c.watch.stop()
         logger.info("shutting down: finishing in-flight payments", grace_seconds=self.c.settings.shutdown_grace_seconds)
         await self.c.reconciler.stop()
 
     async def release_resources(self) -> None:
         c = self.c
+        await c.health.stop()
         await c.marks.stop()
         await c.ledger.close()
         if c.repository is not None:
@@ -250,6 +276,9 @@ def create_app(settings: Settings | None = None, **seams: Any) -> PaymentApp:
         repository=repository,
         auth=components.auth,
         dlq=components.dlq,
+        refunds=OperatorRefunds(components),
+        settings=components.settings,
+        asyncapi=lambda: document_of(app.schema),
     )
     app.components = components
     return app
@@ -257,3 +286,31 @@ def create_app(settings: Settings | None = None, **seams: Any) -> PaymentApp:
 
 def _database_unreachable(error: BaseException) -> bool:
     return isinstance(error, (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError))
+
+
+def refund_from_cli(settings: Settings, order_id: int, reason: str | None) -> int:
+    """`payment-service refund ORDER_ID`: the operator's refund without the HTTP API (it uses
+    the same ledger, gateway and `payment.refunded` publisher, and consumes nothing).
+    Prints the payment record as JSON; exit 0 when refunded, 1 otherwise."""
+    import json
+
+    from app.http.schemas import PaymentRecord
+
+    async def run() -> int:
+        components = build(settings)
+        await components.ledger.open()
+        await components.broker.connect()
+        try:
+            await components.broker.declare_exchange(components.topology.exchange)
+            result = await OperatorRefunds(components).refund(order_id, reason)
+        finally:
+            await components.broker.stop()
+            await components.ledger.close()
+            closer = getattr(components.gateway, "aclose", None)
+            if closer is not None:
+                await closer()
+        record = PaymentRecord.of(result.payment).model_dump(mode="json", by_alias=True) if result.payment else None
+        print(json.dumps({"outcome": result.outcome.value, "message": result.message, "payment": record}, indent=2))
+        return 0 if result.outcome.value == "REFUNDED" else 1
+
+    return asyncio.run(run())
