@@ -25,10 +25,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 
-# Dependencies first, so this layer is rebuilt only when the lock changes.
+# Dependencies first, so this layer is rebuilt only when the lock changes. The environment gets
+# no pip or setuptools of its own (the base image's pip installs into it): the image carries
+# exactly the lock.
 COPY requirements/runtime.txt requirements/build.txt ./requirements/
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/python -m pip install --quiet --require-hashes -r requirements/runtime.txt
+RUN python -m venv --without-pip /opt/venv \
+ && python -m pip --python /opt/venv/bin/python install --quiet --require-hashes -r requirements/runtime.txt
 
 # The project: a wheel built with the locked build backend (in a throw-away environment), then
 # installed without dependencies, since the lock above is the complete set.
@@ -37,7 +39,7 @@ COPY app ./app
 RUN python -m venv /tmp/builder \
  && /tmp/builder/bin/python -m pip install --quiet --require-hashes -r requirements/build.txt \
  && /tmp/builder/bin/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
- && /opt/venv/bin/python -m pip install --quiet --no-deps /tmp/dist/*.whl \
+ && python -m pip --python /opt/venv/bin/python install --quiet --no-deps /tmp/dist/*.whl \
  && /opt/venv/bin/payment-service --version
 
 
