@@ -8,7 +8,6 @@ docs/events.md states every rule applied here.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from app.domain import (
     Rejection,
 )
 from app.domain.money import currency_exponent, normalise_currency, parse_amount, to_minor_units
+from app.messaging.json_body import Repeats, load_json
 
 MAX_ORDER_ID = 2**63 - 1  # orderId is a Kotlin Long
 MAX_TEXT = 255  # width of the buyer_id, event_id and card_holder_name columns
@@ -92,88 +92,15 @@ def decode_order_cancelled(body: bytes, max_bytes: int) -> OrderCancellation | U
 
 # --- the envelope: size, JSON, object, orderId -------------------------------------------------
 
-_Repeats = list[tuple[dict[str, Any], list[str]]]  # each object with a key given twice, and those keys
-
-
 _NOT_JSON = Unreadable("Body is not valid JSON", "invalid_json")
 
 
-class _NonFinite(Exception):
-    """NaN/Infinity: Python's json accepts them, JSON does not."""
-
-
-class _RepeatedKey(Exception):
-    """The fast parse met a key given twice: the careful parse records where."""
-
-
-def _reject_constant(name: str) -> None:
-    raise _NonFinite(name)
-
-
-def _object(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(items)
-    if len(obj) != len(items):
-        raise _RepeatedKey
-    return obj
-
-
-def _bounded_int(digits: str) -> int | float:
-    # Python refuses to convert integers of more than 4300 digits; such a number is no valid
-    # orderId, amount or year anyway, so it is read as a non-finite value every rule refuses.
-    return int(digits) if len(digits) <= 40 else float("inf")
-
-
-# Built once: json.loads() with keyword arguments builds a decoder per call, which costs more
-# than the parse of a typical event. The pairs hook sees keys given twice, at any depth.
-_FAST = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_reject_constant)
-
-
-def _load(body: bytes) -> tuple[Any, _Repeats] | Unreadable:
-    """Parse the UTF-8 body (a BOM is tolerated); the rare body with a repeated key or a huge
-    integer is parsed once more, carefully."""
-    try:
-        text = body.decode()
-        if text.startswith("\ufeff"):
-            text = text[1:]
-        return _FAST.decode(text), []
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, _NonFinite):
-        return _NOT_JSON
-    except (_RepeatedKey, ValueError):  # ValueError: an integer too long to convert
-        return _careful_load(text)
-
-
-def _careful_load(text: str) -> tuple[Any, _Repeats] | Unreadable:
-    repeats: _Repeats = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj = dict(items)
-        if len(obj) != len(items):
-            repeats.append((obj, _repeated(items)))
-        return obj
-
-    decoder = json.JSONDecoder(object_pairs_hook=pairs, parse_constant=_reject_constant, parse_int=_bounded_int)
-    try:
-        return decoder.decode(text), repeats
-    except (ValueError, RecursionError, _NonFinite):
-        return _NOT_JSON
-
-
-def _repeated(items: list[tuple[str, Any]]) -> list[str]:
-    seen: set[str] = set()
-    repeated: dict[str, None] = {}  # ordered, each key once
-    for key, _ in items:
-        if key in seen:
-            repeated[key] = None
-        seen.add(key)
-    return list(repeated)
-
-
-def _read_object(body: bytes, max_bytes: int) -> tuple[dict[str, Any], int, _Repeats] | Unreadable:
+def _read_object(body: bytes, max_bytes: int) -> tuple[dict[str, Any], int, Repeats] | Unreadable:
     if len(body) > max_bytes:
         return Unreadable(f"Body larger than {max_bytes} bytes", "too_large")
-    loaded = _load(body)
-    if isinstance(loaded, Unreadable):
-        return loaded
+    loaded = load_json(body)
+    if loaded is None:
+        return _NOT_JSON
     event, repeats = loaded
     if not isinstance(event, dict):
         return Unreadable("Body is not a JSON object", "not_an_object")
@@ -196,7 +123,7 @@ def _order_id(raw: object) -> int | None:
     return None
 
 
-def _drop_repeats(event: dict[str, Any], repeats: _Repeats) -> Rejection:
+def _drop_repeats(event: dict[str, Any], repeats: Repeats) -> Rejection:
     """A key given twice has no agreed value: it is read as absent, and the order is rejected."""
     for obj, keys in repeats:
         for key in keys:

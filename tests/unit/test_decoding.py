@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.domain import CardBrand, FailureCode, OrderCancellation, PaymentMethodType, PaymentRequest
 from app.messaging.decoding import Unreadable, decode_order_cancelled, decode_stock_confirmed
@@ -37,7 +39,7 @@ EXAMPLE: dict[str, Any] = {
 def body(**changes: object) -> bytes:
     """The example with changes; `pm_x` changes paymentMethod.x; ABSENT deletes a key."""
     event = json.loads(json.dumps(EXAMPLE))
-    for key, value in changes.items():
+    for key, value in sorted(changes.items(), key=lambda item: not item[0].startswith("pm_")):  # pm_ first
         target, name = (event["paymentMethod"], key[3:]) if key.startswith("pm_") else (event, key)
         if value is ABSENT:
             del target[name]
@@ -354,3 +356,31 @@ def test_unreadable_cancellations_are_parked(raw: bytes, category: str) -> None:
     decoded = decode_order_cancelled(raw, MAX)
     assert isinstance(decoded, Unreadable)
     assert decoded.category == category
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["eventId", "buyerId", "totalAmount", "currency", "paymentMethod", "occurredAt"]
+PM_FIELDS = ["pm_" + key for key in EXAMPLE["paymentMethod"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS + PM_FIELDS), json_values, max_size=5))
+def test_any_values_beside_a_readable_order_id_give_a_request(changes: dict[str, object]) -> None:
+    decoded = request(body(**changes))  # never raises, never parks
+    assert decoded.order_id == 12345
+    if decoded.rejection is None:  # a request without a rejection is fully chargeable
+        assert decoded.amount is not None
+        assert decoded.currency is not None
+        assert decoded.payment_method is not None
+        assert decoded.buyer_id
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    assert isinstance(decode_stock_confirmed(raw, MAX), (PaymentRequest, Unreadable))
+    assert isinstance(decode_order_cancelled(raw, MAX), (OrderCancellation, Unreadable))
