@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from app.domain import CardBrand, FailureCode, Payment, PaymentMethod, PaymentMethodType, PaymentStatus
+from app.domain import CardBrand, FailureCode, Payment, PaymentMethodType, PaymentStatus
 from app.domain.money import CENT
 from app.messaging.decoding import MAX_ORDER_ID
 from app.messaging.topology import FAILED_KEY, REFUNDED_KEY, SUCCEEDED_KEY
@@ -75,7 +75,7 @@ class _CamelModel(BaseModel):
 
 
 class PaymentMethodPayload(_CamelModel):
-    """The payment method as the order service sends it (and as the admin API shows it)."""
+    """The payment method as the order service sends it."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -96,17 +96,6 @@ class PaymentMethodPayload(_CamelModel):
         json_schema_extra={"minimum": 1, "maximum": 12},
     )
     expiration_year: int | None = Field(None, description="Any (32-bit) integer, null or missing.")
-
-    @classmethod
-    def from_domain(cls, method: PaymentMethod) -> PaymentMethodPayload:
-        return cls(
-            type=method.type,
-            card_last_four=method.card_last_four,
-            card_brand=method.card_brand,
-            card_holder_name=method.card_holder_name,
-            expiration_month=method.expiration_month,
-            expiration_year=method.expiration_year,
-        )
 
 
 class OrderStockConfirmedEvent(_CamelModel):
