@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 import app
@@ -37,6 +38,14 @@ def test_one_version_number_for_the_package_the_module_and_the_command() -> None
     assert app.__version__ == version("foodies-payment") == declared
     done = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == f"payment-service {declared}"
+
+
+def test_the_committed_asyncapi_document_and_the_released_image_tag_carry_the_version() -> None:
+    asyncapi = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
+    assert asyncapi["info"]["version"] == app.__version__, "regenerate asyncapi.yaml"
+    prod = yaml.safe_load((ROOT / "kustomize" / "overlays" / "prod" / "kustomization.yaml").read_text())
+    tags = {image["name"]: image.get("newTag") for image in prod["images"]}
+    assert tags["foodies/payment-service"] == app.__version__, "the production overlay runs another release"
 
 
 def test_changelog_has_an_entry_for_the_current_version() -> None:

@@ -1,10 +1,13 @@
-"""A live scrape of the real service passes `promtool check metrics` (Prometheus' own linter)."""
+"""Conventions operators rely on, checked on the real service: a /metrics scrape that passes
+`promtool check metrics` (Prometheus' own linter) with the process collectors, no `server`
+header, and the package's version in both API documents."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import subprocess
+from importlib.metadata import version
 from typing import Any
 
 import httpx
@@ -12,7 +15,7 @@ import pytest
 
 PROMTOOL = shutil.which("promtool")
 
-pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
 
 
 def _promtool_check(exposition: bytes) -> subprocess.CompletedProcess[bytes]:
@@ -28,6 +31,7 @@ async def _scrape(service_process: Any) -> httpx.Response:
         return await client.get(f"{service.url}/metrics")
 
 
+@needs_promtool
 async def test_live_scrape_passes_promtool_check_metrics(service_process: Any) -> None:
     response = await _scrape(service_process)
     assert response.status_code == 200
@@ -45,7 +49,18 @@ async def test_live_scrape_passes_promtool_check_metrics(service_process: Any) -
     assert not complaints.strip(), f"promtool check metrics:\n{complaints}"
 
 
+@needs_promtool
 def test_promtool_catches_a_bad_exposition() -> None:
     """The check above can fail: promtool flags a counter without the _total suffix."""
     checked = _promtool_check(b"# HELP payment_bad Bad.\n# TYPE payment_bad counter\npayment_bad 1\n")
     assert (checked.stdout + checked.stderr).strip()
+
+
+async def test_both_api_documents_carry_the_package_version(service_process: Any) -> None:
+    service = service_process()
+    await service.wait_ready()
+    async with httpx.AsyncClient(base_url=service.url, timeout=10.0) as client:
+        openapi = (await client.get("/openapi.json")).json()
+        asyncapi = (await client.get("/docs/asyncapi.json")).json()
+    assert openapi["info"]["version"] == version("foodies-payment")
+    assert asyncapi["info"]["version"] == version("foodies-payment")
