@@ -110,14 +110,21 @@ async def always_up() -> bool:
 
 
 def http_app(
-    *, reader: FakeReader | None = None, tokens: tuple[str, ...] = (), rate: float = 1000.0, **parts: Any
+    *,
+    reader: FakeReader | None = None,
+    repository: Any = None,
+    tokens: tuple[str, ...] = (),
+    rate: float = 1000.0,
+    **parts: Any,
 ) -> Any:
+    """The HTTP app on stand-ins (or on `repository()`, a real one), started, rate-limited at `rate`."""
     health = parts.pop("health", None) or Health(database=always_up, broker=always_up, consumers_ok=lambda: True)
     health.started = True
+    fake = reader or FakeReader({42: payment(42)})
     return create_http_app(
         health=health,
         metrics=parts.pop("metrics", None) or PaymentMetrics(),
-        repository=lambda: reader or FakeReader({42: payment(42)}),
+        repository=repository or (lambda: fake),
         auth=Authenticator(StaticTokenAuth(tokens)),
         settings=SimpleNamespace(admin_rate_limit=rate),
         **parts,

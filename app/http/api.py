@@ -5,10 +5,8 @@ only documents them. Every error answer is {"error", "status"}; a malformed para
 is a 400 with a short message that never echoes the input.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -26,9 +24,19 @@ from app.http.schemas import (
     PaymentRecord,
     RefundRequest,
     ReplayOutcome,
-    ReplayRequest,
+    replay_request,
 )
-from app.messaging.dlq import BROKER_ERRORS, MAX_LIST, MAX_REPLAY, DlqBusy, DlqError, DlqOperations, UnknownLot
+from app.messaging.dlq import (
+    BROKER_ERRORS,
+    LOT_ROLES,
+    MAX_LIST,
+    MAX_REPLAY,
+    DlqBusy,
+    DlqError,
+    DlqOperations,
+    UnknownLot,
+    dlq_of,
+)
 
 if TYPE_CHECKING:  # the service layer's types; at run time outcomes are compared by their string values
     from app.service.refunds import RefundResult
@@ -37,15 +45,6 @@ MAX_OFFSET = 1_000_000
 # RefundOutcome (a StrEnum of the service layer) -> HTTP status of the refund route.
 REFUND_STATUS = {"NOT_FOUND": 404, "NOT_REFUNDABLE": 409, "DECLINED": 502, "UNAVAILABLE": 503}
 BuyerId = Annotated[str | None, Query(alias="buyerId", min_length=1, max_length=255, pattern=PRINTABLE)]
-QueueName = Annotated[
-    str | None,
-    Query(
-        min_length=1,
-        max_length=255,
-        pattern=PRINTABLE,
-        description="Whose parking lot: stock-confirmed (default) or order-cancelled (or the queue's name).",
-    ),
-]
 ListLimit = whole(1, 100)
 Offset = whole(0, MAX_OFFSET)
 LotLimit = whole(1, MAX_LIST)
@@ -63,7 +62,7 @@ class PaymentReader(Protocol):
 class Refunds(Protocol):
     """The operator refund of the service layer (app.service.refunds)."""
 
-    async def refund(self, order_id: int, reason: str | None) -> RefundResult: ...
+    async def refund(self, order_id: int, reason: str | None) -> "RefundResult": ...
 
 
 class ApiError(Exception):
@@ -150,6 +149,14 @@ def payments_router(repository: Callable[[], PaymentReader], refunds: Refunds | 
 
 def parking_router(dlq: DlqOperations | None) -> APIRouter:
     router = APIRouter(tags=["parking lots"], responses=ERRORS)
+    # The lots' names are settings: the document lists the ones this service has.
+    names = LOT_ROLES if dlq is None else (*LOT_ROLES[: len(dlq.queues)], *dlq.queues, *map(dlq_of, dlq.queues))
+    lot = Literal[names]  # type: ignore[valid-type]  # built from settings at start-up
+    QueueName = Annotated[
+        lot | None,
+        Query(description="Whose parking lot: stock-confirmed (default), order-cancelled, or a queue's name."),
+    ]
+    ReplayRequest = replay_request(lot)
 
     def lots() -> DlqOperations:
         if dlq is None:

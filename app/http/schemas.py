@@ -6,7 +6,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    create_model,
+)
 from pydantic.alias_generators import to_camel
 
 from app.domain import CardBrand, Payment, PaymentMethodType, PaymentStatus
@@ -124,13 +133,22 @@ class RefundRequest(BaseModel):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=PRINTABLE)] | None = None
 
 
-class ReplayRequest(BaseModel):
-    """Optional body of a replay; the same names as the query parameters (give each in one place only)."""
+def _json_integer(value: Any) -> Any:
+    """A JSON number with no fraction (5 or 5.0); not a string or a boolean, which lax int parsing would take."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a JSON integer")
+    return value
 
-    model_config = ConfigDict(extra="forbid")
 
-    limit: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = None
-    queue: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=PRINTABLE)] | None = None
+def replay_request(lot: Any) -> type[BaseModel]:
+    """The optional body of a replay, `lot` being the type of a lot's name (the names are settings)."""
+    return create_model(
+        "ReplayRequest",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Optional body of a replay: the query parameters' names; give each in one place only.",
+        limit=(Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_json_integer)] | None, None),
+        queue=(lot | None, None),
+    )
 
 
 class ParkedMessageOut(_Camel):
