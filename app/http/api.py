@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBearer
+from pydantic import Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.domain import Payment, PaymentStatus
 from app.http.edge import MAX_BODY_BYTES, error, failure_response
-from app.http.openapi import ERRORS, OrderId, PaymentId, describe_api, validation_message, whole
+from app.http.openapi import DIGITS, ERRORS, OrderId, PaymentId, describe_api, validation_message
 from app.http.schemas import (
     PRINTABLE,
     ParkingLotListing,
@@ -45,10 +46,10 @@ MAX_OFFSET = 1_000_000
 # RefundOutcome (a StrEnum of the service layer) -> HTTP status of the refund route.
 REFUND_STATUS = {"NOT_FOUND": 404, "NOT_REFUNDABLE": 409, "DECLINED": 502, "UNAVAILABLE": 503}
 BuyerId = Annotated[str | None, Query(alias="buyerId", min_length=1, max_length=255, pattern=PRINTABLE)]
-ListLimit = whole(1, 100)
-Offset = whole(0, MAX_OFFSET)
-LotLimit = whole(1, MAX_LIST)
-ReplayLimit = whole(1, MAX_REPLAY)
+ListLimit = Annotated[int, Field(ge=1, le=100), DIGITS]
+Offset = Annotated[int, Field(ge=0, le=MAX_OFFSET), DIGITS]
+LotLimit = Annotated[int, Field(ge=1, le=MAX_LIST), DIGITS]
+ReplayLimit = Annotated[int, Field(ge=1, le=MAX_REPLAY), DIGITS]
 
 
 class PaymentReader(Protocol):
@@ -173,7 +174,7 @@ def parking_router(dlq: DlqOperations | None) -> APIRouter:
     async def replay_parked(
         limit: Annotated[ReplayLimit | None, Query()] = None,
         queue: QueueName = None,
-        body: Annotated[ReplayRequest | None, Body()] = None,
+        body: Annotated[ReplayRequest | None, Body()] = None,  # type: ignore[valid-type]  # made at start-up
     ) -> Response:
         """Send parked messages back to their consumed queue, oldest first (default: all parked now).
         `limit` and `queue` may come in the query or in a JSON body, each in one place only."""

@@ -21,13 +21,10 @@ def _digits(value: Any) -> Any:
     return value
 
 
-def whole(low: int, high: int, **schema: Any) -> Any:
-    """An integer parameter from `low` to `high`, written in digits. (The bounds sit inside the
-    type, before the validator, so that they reach the OpenAPI document as minimum/maximum.)"""
-    return Annotated[int, Field(ge=low, le=high, json_schema_extra=schema or None), BeforeValidator(_digits)]
-
-
-OrderId = whole(1, MAX_ID, format="int64")
+# Bounds go inside the type, before this validator, so that they reach the OpenAPI document
+# as minimum/maximum: Annotated[int, Field(ge=…, le=…), DIGITS].
+DIGITS = BeforeValidator(_digits)
+OrderId = Annotated[int, Field(ge=1, le=MAX_ID, json_schema_extra={"format": "int64"}), DIGITS]
 PaymentId = OrderId
 
 _ERROR = {"model": ErrorBody}
