@@ -1,14 +1,36 @@
-"""Where money moves: the payment gateway interface, the simulated gateway, retries."""
+"""Where money moves: the gateway port, the simulated and HTTP gateways, retries and the circuit breaker."""
 
-from app.gateway.base import ChargeRequest, GatewayTransientError, PaymentGateway
-from app.gateway.retrying import RetryingCharger, RetryPolicy
+from app.gateway.base import (
+    ChargeRequest,
+    GatewayOutage,
+    GatewayTransientError,
+    GatewayUnusableError,
+    PaymentGateway,
+    RefundRequest,
+    RefundResult,
+)
+from app.gateway.breaker import CircuitBreaker, CircuitOpen, CircuitState, Permit
+from app.gateway.factory import gateway_from
+from app.gateway.http import HttpGateway
+from app.gateway.retrying import ChargeObserver, RetryingCharger, RetryPolicy
 from app.gateway.simulated import SimulatedGateway
 
 __all__ = [
+    "ChargeObserver",
     "ChargeRequest",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CircuitState",
+    "GatewayOutage",
     "GatewayTransientError",
+    "GatewayUnusableError",
+    "HttpGateway",
     "PaymentGateway",
+    "Permit",
+    "RefundRequest",
+    "RefundResult",
     "RetryPolicy",
     "RetryingCharger",
     "SimulatedGateway",
+    "gateway_from",
 ]
