@@ -202,7 +202,7 @@ class OpenGate:
         self.down = down
         self._changed.set()
 
-    async def wait_until_available(self, timeout: float) -> bool:
+    async def wait_until_callable(self, timeout: float) -> bool:
         self._changed.clear()
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)

@@ -134,7 +134,7 @@ class Consumers:
                     return replace(request, rejection=Rejection(FailureCode.GATEWAY_ERROR, reason))
                 if self.stopping():
                     raise Released
-                await self.gate.wait_until_available(min(remaining, 1.0))
+                await self.gate.wait_until_callable(min(remaining, 1.0))
         finally:
             self.metrics.held.dec()
         return request

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from faststream.rabbit import RabbitMessage
+from faststream.rabbit import RabbitMessage, RabbitQueue
 from faststream.rabbit.testing import TestRabbitBroker
 
 from app.bootstrap import build
@@ -28,7 +28,8 @@ def parts():  # noqa: ANN201 - the wired components
 
 def published(parts, routing_key: str) -> list[dict]:  # noqa: ANN001
     mock = parts.outcomes.publishers[routing_key].mock
-    return [json.loads(call.args[0]) for call in mock.call_args_list]
+    # The test broker hands the mock the decoded JSON body.
+    return [call.args[0] if isinstance(call.args[0], dict) else json.loads(call.args[0]) for call in mock.call_args_list]
 
 
 async def send(broker, parts, body, routing_key: str = STOCK_CONFIRMED_KEY) -> None:  # noqa: ANN001
@@ -73,7 +74,10 @@ async def test_same_event_twice_publishes_the_same_outcome(parts) -> None:  # no
 async def test_unreadable_message_is_parked_and_not_charged(parts) -> None:  # noqa: ANN001
     parked: list[tuple[bytes, dict]] = []
 
-    @parts.broker.subscriber(parts.topology.stock_confirmed.dlq, parts.topology.exchange)
+    lot = parts.topology.stock_confirmed
+    parked_queue = RabbitQueue(lot.dlq.name, routing_key=lot.park_key)  # bound as the service binds it
+
+    @parts.broker.subscriber(parked_queue, parts.topology.exchange)
     async def parking_lot(body: bytes) -> None:
         message: RabbitMessage = parts.broker.context.get_local("message")
         parked.append((message.body, message.headers))
