@@ -262,6 +262,14 @@ async def test_retries_running_out_while_the_breaker_opened_make_the_order_wait(
     assert len(gateway.calls) < 9  # attempts stopped once the breaker opened
 
 
+async def test_the_last_attempt_opening_the_breaker_makes_the_order_wait_not_fail() -> None:
+    breaker = CircuitBreaker(open_seconds=60, min_calls=3, window_calls=20)
+    gateway = CountingGateway(Scripted(GatewayTransientError("503 outage")))
+    with pytest.raises(GatewayOutage):
+        await RetryingCharger(gateway, policy(attempts=3), breaker=breaker).charge(charge("4242"))
+    assert len(gateway.calls) == 3 and breaker.state is CircuitState.OPEN
+
+
 async def test_half_open_trial_decides_and_its_failure_is_an_outage() -> None:
     now = [0.0]
     breaker = CircuitBreaker(open_seconds=10, min_calls=1, window_calls=1, clock=lambda: now[0])
