@@ -33,8 +33,12 @@ async def patiently(
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(retry_on),
-        wait=wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=initial_s),
+        wait=wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=initial_s),
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retrying(operation)
+
+    async def attempt() -> T:  # a coroutine function, whatever `operation` is (lambdas too)
+        return await operation()
+
+    return await retrying(attempt)

@@ -56,8 +56,9 @@ def declare_publishers(broker: RabbitBroker, topology: Topology) -> dict[str, Ra
 
 
 def register(broker: RabbitBroker, topology: Topology, consumers: Consumers) -> None:
-    """The two subscribers; each message is acknowledged by the consumer policy itself."""
-    context = broker.context
+    """The two subscribers; each message is acknowledged by the consumer policy itself. (The
+    message comes from the broker's context at call time: the app replaces that context when
+    it adopts the broker.)"""
 
     @broker.subscriber(
         topology.stock_confirmed.queue,
@@ -68,7 +69,7 @@ def register(broker: RabbitBroker, topology: Topology, consumers: Consumers) -> 
         description="Stock is reserved for an order: charge the buyer once and publish the outcome.",
     )
     async def on_stock_confirmed(event: OrderStockConfirmedEvent) -> None:
-        await consumers.stock_confirmed(context.get_local("message"))
+        await consumers.stock_confirmed(broker.context.get_local("message"))
 
     @broker.subscriber(
         topology.order_cancelled.queue,
@@ -79,4 +80,4 @@ def register(broker: RabbitBroker, topology: Topology, consumers: Consumers) -> 
         description="The order was cancelled: never charge it, and refund a charge already made.",
     )
     async def on_order_cancelled(event: OrderCancelledEvent) -> None:
-        await consumers.order_cancelled(context.get_local("message"))
+        await consumers.order_cancelled(broker.context.get_local("message"))

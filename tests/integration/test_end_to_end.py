@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from app.persistence.ledger import PaymentLedger
 from tests.conftest import bus_for, running_app
 from tests.support import FAILED_KEYS, SUCCEEDED_KEYS, event, next_order_id
 
@@ -46,7 +47,7 @@ async def test_same_event_twice_gives_two_outcomes_with_same_payment(app) -> Non
 
 
 async def test_replayed_failure_keeps_its_failure_code(app) -> None:  # noqa: ANN001
-    body = event(card="2222")
+    body = event(card="0002")
     await app.bus.publish(body)
     await app.bus.wait_for([body["orderId"]])
     await app.bus.publish(body)
@@ -62,34 +63,56 @@ async def test_kotlin_message_without_content_type_is_processed(app) -> None:  #
     await app.bus.wait_for([body["orderId"], with_json_type["orderId"]])
 
 
-INVALID = [
-    (b"not json at all", "invalid JSON"),
-    (b"[1,2,3]", "the event is not a JSON object"),
-    (json.dumps({k: v for k, v in event().items() if k != "buyerId"}).encode(), "buyerId: Field required"),
-    (json.dumps(event(orderId=0)).encode(), "orderId:"),
-    (json.dumps(event(totalAmount="12.345")).encode(), "totalAmount:"),
-    (json.dumps(event(currency="usd")).encode(), "currency:"),
-    (json.dumps(event(card="12")).encode(), "paymentMethod.cardLastFour:"),
+UNREADABLE = [
+    (b"not json at all", "invalid_json"),
+    (b"[1,2,3]", "not_an_object"),
+    (json.dumps({k: v for k, v in event().items() if k != "orderId"}).encode(), "missing_order_id"),
+    (json.dumps(event(orderId=0)).encode(), "invalid_order_id"),
+    (b'{"orderId": 1, "orderId": 2}', "duplicate_key"),
+]
+UNCHARGEABLE = [
+    ({"totalAmount": "12.345"}, "UNKNOWN", "totalAmount"),
+    ({"totalAmount": "1e3"}, "UNKNOWN", "totalAmount"),
+    ({"currency": "XYZ"}, "UNKNOWN", "currency"),
+    ({"buyerId": ""}, "UNKNOWN", "buyerId"),
+    ({"paymentMethod": {"type": "CRYPTO"}}, "INVALID_CARD", "paymentMethod"),
 ]
 
 
-async def test_invalid_messages_are_parked_with_reason_while_valid_ones_behind_succeed(app) -> None:  # noqa: ANN001
-    dlq = app.components.topology.dlq.name
-    for raw, _ in INVALID:
+async def test_only_unreadable_messages_are_parked_while_valid_ones_behind_succeed(app) -> None:  # noqa: ANN001
+    lot = app.components.topology.stock_confirmed
+    for raw, _ in UNREADABLE:
         await app.bus.publish(raw)
-    valid = event()
+    valid = event(currency="usd", card="1111")  # lower-case currency and a 4111… card: charged
     await app.bus.publish(valid)
     await app.bus.wait_for([valid["orderId"]])
+    assert app.bus.for_order(valid["orderId"])[0].routing_key == "payment.succeeded"
     for _ in range(50):
-        if await app.bus.queue_depth(dlq) >= len(INVALID):
+        if await app.bus.queue_depth(lot.dlq.name) >= len(UNREADABLE):
             break
         await asyncio.sleep(0.1)
-    parked = await app.bus.get_parked(dlq)
-    assert [m.body for m in parked] == [raw for raw, _ in INVALID]
-    for message, (_, reason) in zip(parked, INVALID, strict=True):
-        assert message.headers["x-rejection-reason"].startswith(reason), message.headers
+    parked = await app.bus.get_parked(lot.dlq.name)
+    assert [m.body for m in parked] == [raw for raw, _ in UNREADABLE]
+    for message, (_, category) in zip(parked, UNREADABLE, strict=True):
+        assert message.headers["x-rejection-category"] == category, message.headers
+        assert message.headers["x-rejection-reason"]
         assert message.delivery_mode == 2
-    assert await app.bus.queue_depth(app.components.topology.queue.name) == 0  # all acked
+    assert await app.bus.queue_depth(lot.queue.name) == 0  # all acked
+
+
+async def test_every_readable_order_gets_an_outcome(app) -> None:  # noqa: ANN001
+    orders = [(event(**change), code, field) for change, code, field in UNCHARGEABLE]
+    for body, _, _ in orders:
+        await app.bus.publish(body)
+    await app.bus.wait_for([body["orderId"] for body, _, _ in orders])
+    for body, code, field in orders:
+        [outcome] = app.bus.for_order(body["orderId"])
+        assert outcome.routing_key == "payment.failed" and set(outcome.body) == FAILED_KEYS
+        assert outcome.body["failureCode"] == code
+        assert field in outcome.body["failureReason"]
+        record = (await app.client.get(f"/payments/{body['orderId']}")).json()
+        assert record["status"] == "FAILED"
+    assert app.components.gateway.calls == 0  # none of them was charged
 
 
 async def test_http_payment_record_has_the_contract_shape(app) -> None:  # noqa: ANN001
@@ -101,7 +124,7 @@ async def test_http_payment_record_has_the_contract_shape(app) -> None:  # noqa:
     record = response.json()
     assert list(record) == [
         "id", "orderId", "buyerId", "amount", "currency", "status", "paymentMethod",
-        "transactionId", "failureReason", "createdAt", "processedAt",
+        "transactionId", "failureReason", "createdAt", "processedAt", "refundId", "refundedAt",
     ]
     assert list(record["paymentMethod"]) == [
         "type", "cardLastFour", "cardBrand", "cardHolderName", "expirationMonth", "expirationYear",
@@ -126,7 +149,8 @@ async def test_probes(app) -> None:  # noqa: ANN001
     for path in ("/healthz/readiness", "/healthz/ready"):
         response = await app.client.get(path)
         assert response.status_code == 200
-        assert response.json() == {"status": "UP", "checks": {"database": "UP", "rabbitmq": "UP"}}
+        checks = {"database": "UP", "rabbitmq": "UP", "consumer": "UP", "gateway": "UP"}
+        assert response.json() == {"status": "UP", "checks": checks}
     metrics = await app.client.get("/metrics")
     assert metrics.status_code == 200 and "payment_processed_total" in metrics.text
 
@@ -141,25 +165,27 @@ async def test_admin_token_guards_payments_but_not_probes(settings_factory) -> N
         assert (await app.client.get("/metrics")).status_code == 200
 
 
-class _BrokenStore:
-    """A store with a bug: every claim fails (not an outage, which would be waited out)."""
+class _BrokenLedger(PaymentLedger):
+    """A ledger with a bug: every claim fails (not an outage, which would be waited out)."""
 
     async def claim(self, request, lease_s):  # noqa: ANN001, ANN201
         raise RuntimeError("bug in the store")
 
 
-async def test_a_message_failing_twice_is_parked_not_cycled(app) -> None:  # noqa: ANN001
-    app.components.service.store = _BrokenStore()
-    body = event()
-    await app.bus.publish(body)
-    dlq = app.components.topology.dlq.name
-    for _ in range(100):
-        if await app.bus.queue_depth(dlq) == 1:
-            break
-        await asyncio.sleep(0.1)
-    [parked] = await app.bus.get_parked(dlq)
-    assert json.loads(parked.body) == body
-    assert parked.headers["x-rejection-reason"] == "processing failed: RuntimeError: bug in the store"
-    assert parked.headers["x-rejection-category"] == "processing_error"
-    assert await app.bus.queue_depth(app.components.topology.queue.name) == 0
-    assert app.bus.for_order(body["orderId"]) == []
+async def test_a_message_failing_twice_is_parked_not_cycled(settings_factory) -> None:  # noqa: ANN001
+    settings = settings_factory()
+    ledger = _BrokenLedger(settings.postgres_dsn())
+    async with running_app(settings, ledger=ledger) as app, bus_for(settings) as bus:
+        lot = app.components.topology.stock_confirmed
+        body = event()
+        await bus.publish(body)
+        for _ in range(100):
+            if await bus.queue_depth(lot.dlq.name) == 1:
+                break
+            await asyncio.sleep(0.1)
+        [parked] = await bus.get_parked(lot.dlq.name)
+        assert json.loads(parked.body) == body
+        assert parked.headers["x-rejection-reason"] == "processing failed: RuntimeError: bug in the store"
+        assert parked.headers["x-rejection-category"] == "processing_error"
+        assert await bus.queue_depth(lot.queue.name) == 0
+        assert bus.for_order(body["orderId"]) == []
