@@ -171,6 +171,7 @@ class Consumers:
 async def _provoke_channel_error(message: RabbitMessage) -> None:
     """Test-only: make the broker close the consumers' channel (a passive declare of a queue
     that does not exist), as a permission error would."""
+    logger.warning("fault injection: provoking a channel error on the consumers' channel")
     with suppress(Exception):
         await message.raw_message.channel.queue_declare("payment.fault-injection.missing", passive=True)
 

@@ -115,5 +115,6 @@ async def test_a_channel_error_does_not_stop_consumption(service_process, server
         assert await consumers_on(url, "payment.stock-confirmed") == 1
         assert await consumers_on(url, "payment.order-cancelled") == 1
         assert await service.readiness() == 200
+        assert "provoking a channel error" in service.log_tail(400)  # the fault did happen
     finally:
         await bus.close()
