@@ -1,6 +1,8 @@
 """Tracing (OpenTelemetry): one trace per payment across the saga.
 
-When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/HTTP. FastStream's
+When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP, on gRPC or HTTP
+(`settings.otlp_protocol`: as `OTEL_EXPORTER_OTLP_PROTOCOL` says, else gRPC for an endpoint on
+port 4317, the collector's gRPC port, as the Foodies cluster configures it). FastStream's
 `RabbitTelemetryMiddleware` opens the consume span, continuing the W3C `traceparent` header
 of the incoming message (the Kotlin ordering service sends one when it traces), and injects
 a `traceparent` of the same trace into every message published while handling it (the
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -24,9 +27,11 @@ from app.gateway.base import ChargeRequest
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Tracer
 
     from app.config import Settings
+    from app.gateway.base import RefundRequest, RefundResult
     from app.service.payments import Charger
 
 TRACES_PATH = "/v1/traces"
@@ -42,7 +47,7 @@ def traces_endpoint(base: str) -> str:
 
 
 def provider_from_settings(settings: Settings) -> TracerProvider | None:
-    """A tracer provider exporting over OTLP/HTTP, or None when no endpoint is configured.
+    """A tracer provider exporting over OTLP (gRPC or HTTP), or None when no endpoint is configured.
 
     The exporter reads the standard `OTEL_EXPORTER_OTLP_*` variables for what is not set here
     (headers, timeout, compression, certificates); `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, when
@@ -50,17 +55,30 @@ def provider_from_settings(settings: Settings) -> TracerProvider | None:
     based, always on)."""
     if not settings.otel_exporter_otlp_endpoint:
         return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    endpoint = None
-    if not os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        endpoint = traces_endpoint(settings.otel_exporter_otlp_endpoint)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.otel_service_name}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    provider.add_span_processor(BatchSpanProcessor(span_exporter(settings)))
     return provider
+
+
+def span_exporter(settings: Settings) -> SpanExporter:
+    """The OTLP span exporter for `settings.otlp_protocol`."""
+    base = settings.otel_exporter_otlp_endpoint or ""
+    own_traces_endpoint = bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+        if own_traces_endpoint:
+            return GrpcSpanExporter()
+        # gRPC has no URL path: the endpoint is used as given; plain text for http://, TLS
+        # for https:// (the collector in the cluster listens in plain text on 4317).
+        return GrpcSpanExporter(endpoint=base.strip(), insecure=urlsplit(base.strip()).scheme == "http")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+    return HttpSpanExporter(endpoint=None if own_traces_endpoint else traces_endpoint(base))
 
 
 async def shutdown_tracing(provider: TracerProvider) -> None:
@@ -76,7 +94,8 @@ def broker_middleware(provider: TracerProvider) -> object:
 
 
 class TracedCharger:
-    """A `charge` span around one charge (all its attempts), child of the consume span."""
+    """A `charge` span around one charge (all its attempts), child of the consume span; a
+    `refund` span around a refund."""
 
     def __init__(self, inner: Charger, tracer: Tracer) -> None:
         self.inner = inner
@@ -100,9 +119,18 @@ class TracedCharger:
                     span.set_status(Status(StatusCode.ERROR, code))
             return result
 
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        """A `refund` span around one refund (cancellation or operator request)."""
+        with self.tracer.start_as_current_span(
+            "refund", kind=SpanKind.CLIENT, attributes={"payment.order_id": request.order_id}
+        ) as span:
+            result = await self.inner.refund(request)
+            span.set_attribute("payment.refund.status", "REFUNDED" if result.success else "DECLINED")
+            return result
+
 
 def instrument_charger(charger: Charger, provider: TracerProvider | None) -> Charger:
-    """The charger itself when tracing is off, else wrapped in a `charge` span."""
+    """The charger itself when tracing is off, else wrapped in `charge` and `refund` spans."""
     if provider is None:
         return charger
     return TracedCharger(charger, provider.get_tracer(TRACER_NAME))
