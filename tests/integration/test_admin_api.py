@@ -471,3 +471,38 @@ async def test_listing_bad_parameters_are_400(settings_factory: Any) -> None:
             assert body["error"], query
         for query in ("limit=1", "limit=100", "offset=0", "status=REFUNDED", "buyerId=" + "x" * 255):
             assert (await app.client.get(f"/payments?{query}")).status_code == 200, query
+
+
+# --------------------------------------------------------------------------- refunds
+async def test_refund_route_against_the_real_service(settings_factory: Any) -> None:
+    buyer = f"buyer-{uuid.uuid4().hex}"
+    token = uuid.uuid4().hex
+    async with running_app(settings_factory(admin_token=token)) as app:
+        client = app.client
+        headers = bearer(token)
+        succeeded, failed = await seed(app, buyer, [PaymentStatus.SUCCEEDED, PaymentStatus.FAILED])
+        assert (await client.post(f"/payments/{succeeded.order_id}/refund")).status_code == 401
+
+        response = await client.post(
+            f"/payments/{succeeded.order_id}/refund", json={"reason": "customer asked"}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        record = response.json()
+        assert set(record) == RECORD_KEYS
+        assert record["status"] == "REFUNDED"
+        assert record["refundId"]
+        assert record["refundedAt"].endswith("Z")
+        assert response.headers["cache-control"] == "no-store"
+        assert (await client.get(f"/payments/{succeeded.order_id}", headers=headers)).json() == record
+        again = await client.post(f"/payments/{succeeded.order_id}/refund", headers=headers)
+        assert again.status_code == 200
+        assert again.json()["refundId"] == record["refundId"]  # refunded once
+
+        refused = await client.post(f"/payments/{failed.order_id}/refund", headers=headers)
+        assert refused.status_code == 409
+        assert refused.json()["status"] == 409
+        assert "failed" in refused.json()["error"]
+        missing = await client.post(f"/payments/{2**63 - 1}/refund", headers=headers)
+        assert missing.status_code == 404
+        bad = await client.post(f"/payments/{succeeded.order_id}/refund", json={"reason": "x" * 501}, headers=headers)
+        assert bad.status_code == 400
