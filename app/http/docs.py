@@ -1,4 +1,5 @@
-"""The documentation pages: /docs/asyncapi (the events) and /docs/openapi (the admin API).
+"""The documentation pages: /docs/asyncapi (the events) and /docs/openapi (the admin API),
+linked from /docs.
 
 Everything a browser loads comes from this service — the pages, their scripts and styles
 (vendored under static/, see static/README.md) and the documents — so they render in a
@@ -48,6 +49,7 @@ def docs_routes(asyncapi: Callable[[], Any] | None) -> list[BaseRoute]:
         return Response(document[0], media_type="application/json")
 
     return [
+        Route("/docs", _page("index.html", _CSP.format(eval="")), methods=["GET"]),
         Route("/docs/asyncapi", _page("asyncapi.html", _CSP.format(eval=" 'unsafe-eval'")), methods=["GET"]),
         Route("/docs/asyncapi.json", asyncapi_json, methods=["GET"]),
         Route("/docs/openapi", _page("openapi.html", _CSP.format(eval="")), methods=["GET"]),

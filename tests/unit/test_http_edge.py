@@ -118,7 +118,7 @@ async def test_admin_answers_are_no_store_and_nothing_names_the_server() -> None
                 response = await client.get(path, headers=headers)
                 assert response.headers["cache-control"] == "no-store", (path, response.status_code)
                 assert "server" not in response.headers
-        for path in ("/healthz", "/metrics", "/openapi.json", "/docs/openapi"):
+        for path in ("/healthz", "/metrics", "/openapi.json", "/docs", "/docs/openapi", "/docs/asyncapi"):
             response = await client.get(path)
             assert response.status_code == 200
             assert "server" not in response.headers
