@@ -28,6 +28,7 @@ KOTLIN_PENDING = {
     7100008: (8, "payment.succeeded"),
     7100009: (9, "payment.succeeded"),
 }
+METRICS_TTL_S = 1.5  # /metrics renders its text at most once a second
 HIGHEST_KOTLIN_ID = 10  # the fixture's sequence handed out one more id than it stored
 KOTLIN_COLUMNS = (
     "id, order_id, buyer_id, amount, currency, status, payment_method_type, card_last_four, card_brand, "
@@ -47,6 +48,11 @@ def _redelivered_kotlin_event(order_id: int) -> dict[str, Any]:
     body = event(order_id, card="0000", buyerId="kotlin-buyer-1", totalAmount="20.00")
     body["paymentMethod"] |= {"cardHolderName": "Ada Lovelace", "expirationMonth": 12, "expirationYear": 2030}
     return body
+
+
+def _charges(samples: dict) -> dict:
+    """The metric samples that count charges, for a failure message."""
+    return {k: v for k, v in samples.items() if k[0].startswith(("payment_gateway_attempts", "payment_processed"))}
 
 
 async def _wait(bus: Bus, service: Any, orders: set[int], timeout: float) -> None:
@@ -80,7 +86,8 @@ async def test_service_adopts_a_kotlin_database(servers: Servers, service_proces
                     assert outcomes[0].body["paymentId"] == payment_id  # the Kotlin row, not a new one
             assert bus.for_order(7100007)[0].body["failureCode"] == "CARD_DECLINED"
             samples = await scrape(service.url)
-            assert metric_sum(samples, "payment_gateway_attempts_total") == len(KOTLIN_PENDING)  # one charge each
+            # one charge each
+            assert metric_sum(samples, "payment_gateway_attempts_total") == len(KOTLIN_PENDING), _charges(samples)
             assert metric_sum(samples, "payment_reconciled_total", action="charged") == len(KOTLIN_PENDING)
             assert metric_sum(samples, "payment_reconciled_total", action="republished") == 0
 
@@ -99,8 +106,9 @@ async def test_service_adopts_a_kotlin_database(servers: Servers, service_proces
             (again,) = bus.for_order(7100003)
             assert again.routing_key == "payment.failed"
             assert (again.body["failureCode"], again.body["failureReason"]) == ("CARD_DECLINED", "Card declined")
+            await asyncio.sleep(METRICS_TTL_S)
             samples = await scrape(service.url)
-            assert metric_sum(samples, "payment_gateway_attempts_total") == len(KOTLIN_PENDING) + 1
+            assert metric_sum(samples, "payment_gateway_attempts_total") == len(KOTLIN_PENDING) + 1, _charges(samples)
         finally:
             await asyncio.to_thread(service.stop)
             await bus.delete(env["RABBITMQ_CANCEL_QUEUE"], f"{env['RABBITMQ_CANCEL_QUEUE']}.dlq", exchange=False)
