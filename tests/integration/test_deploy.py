@@ -27,6 +27,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 from app.config import Settings
+from app.messaging.topology import ORDER_CANCELLED_KEY, STOCK_CONFIRMED_KEY, park_key, replay_key
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / "kustomize"
@@ -165,8 +166,19 @@ def _pre_stop_seconds(container: dict) -> float:
 def test_kustomize_builds(name):
     docs = build(name)
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy",
-            "ConfigMap", "StatefulSet", "Queue", "Binding", "User", "Permission"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ConfigMap",
+        "StatefulSet",
+        "Queue",
+        "Binding",
+        "User",
+        "Permission",
+    } <= kinds
     for doc in docs:
         assert doc["metadata"].get("namespace") == NAMESPACE, f"{doc['kind']}/{doc['metadata']['name']}"
         assert doc["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "foodies"
@@ -185,7 +197,9 @@ def test_documents_validate_against_kubernetes_schemas(name, version):
             kubernetes_validate.validate(doc, version, strict=True)
         except ValidationError as error:
             path = ".".join(str(part) for part in error.path)
-            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} invalid for {version} at {path}: {error.message}")
+            pytest.fail(
+                f"{name}: {doc['kind']}/{doc['metadata']['name']} invalid for {version} at {path}: {error.message}"
+            )
         except SchemaNotFoundError as error:
             pytest.fail(f"{name}: {error.message}")
         checked += 1
@@ -211,7 +225,17 @@ _CLUSTER_REF = "rabbitmqClusterReference"
 RABBITMQ_SPECS = {
     "Queue": (
         {"name", _CLUSTER_REF},
-        {"name", "vhost", "type", "durable", "autoDelete", "deleteIfEmpty", "deleteIfUnused", "arguments", _CLUSTER_REF},
+        {
+            "name",
+            "vhost",
+            "type",
+            "durable",
+            "autoDelete",
+            "deleteIfEmpty",
+            "deleteIfUnused",
+            "arguments",
+            _CLUSTER_REF,
+        },
     ),
     "Exchange": (
         {"name", _CLUSTER_REF},
@@ -222,13 +246,30 @@ RABBITMQ_SPECS = {
         {"vhost", "source", "destination", "destinationType", "routingKey", "arguments", _CLUSTER_REF},
     ),
     "User": ({_CLUSTER_REF}, {"tags", "importCredentialsSecret", _CLUSTER_REF}),
-    "Permission": ({"vhost", "permissions", _CLUSTER_REF}, {"user", "userReference", "vhost", "permissions", _CLUSTER_REF}),
+    "Permission": (
+        {"vhost", "permissions", _CLUSTER_REF},
+        {"user", "userReference", "vhost", "permissions", _CLUSTER_REF},
+    ),
 }
 _FIELD_TYPES = {
-    "name": str, "vhost": str, "type": str, "source": str, "destination": str, "destinationType": str,
-    "routingKey": str, "user": str, "durable": bool, "autoDelete": bool, "deleteIfEmpty": bool,
-    "deleteIfUnused": bool, "arguments": dict, "tags": list, "permissions": dict,
-    "importCredentialsSecret": dict, "userReference": dict, _CLUSTER_REF: dict,
+    "name": str,
+    "vhost": str,
+    "type": str,
+    "source": str,
+    "destination": str,
+    "destinationType": str,
+    "routingKey": str,
+    "user": str,
+    "durable": bool,
+    "autoDelete": bool,
+    "deleteIfEmpty": bool,
+    "deleteIfUnused": bool,
+    "arguments": dict,
+    "tags": list,
+    "permissions": dict,
+    "importCredentialsSecret": dict,
+    "userReference": dict,
+    _CLUSTER_REF: dict,
 }
 
 
@@ -267,35 +308,50 @@ def test_rabbitmq_resources_have_the_fields_the_operator_needs(name):
                 assert tag in ("management", "policymaker", "monitoring", "administrator"), label
 
 
+def expected_bindings(exchange: str, consume: str, cancel: str) -> set[tuple[str, str, str]]:
+    """(source, destination queue, routing key) of every binding the service itself declares."""
+    found = {
+        (exchange, consume, STOCK_CONFIRMED_KEY),
+        (exchange, cancel, ORDER_CANCELLED_KEY),
+    }
+    for queue in (consume, cancel):
+        found |= {(exchange, queue, replay_key(queue)), (exchange, f"{queue}.dlq", park_key(queue))}
+    return found
+
+
 @pytest.mark.parametrize("name", BUILDS)
 def test_rabbitmq_topology_matches_the_contract_and_the_settings(name):
     docs = build(name)
     rabbit = rabbitmq_docs(docs)
     vhost = effective_setting(docs, "RABBITMQ_VHOST")
     queue_name = effective_setting(docs, "RABBITMQ_CONSUME_QUEUE")
+    cancel_name = effective_setting(docs, "RABBITMQ_CANCEL_QUEUE")
     exchange = effective_setting(docs, "RABBITMQ_PUBLISH_EXCHANGE")
-    assert (queue_name, exchange) == ("payment.stock-confirmed", "foodies")
+    assert (queue_name, cancel_name, exchange) == ("payment.stock-confirmed", "payment.order-cancelled", "foodies")
     # The topology lives on the cluster the service connects to.
     assert effective_setting(docs, "RABBITMQ_HOST") == RABBITMQ_CLUSTER
 
     queues = {q["spec"]["name"]: q["spec"] for q in find(rabbit, "Queue")}
-    assert set(queues) == {queue_name, f"{queue_name}.dlq"}
+    assert set(queues) == {queue_name, f"{queue_name}.dlq", cancel_name, f"{cancel_name}.dlq"}
     for spec in queues.values():
         # Plain durable classic queues: no arguments, no type (it would become x-queue-type).
         assert spec["durable"] is True
         assert spec.get("autoDelete", False) is False
+        assert spec.get("deleteIfEmpty") is True, "deleting the resource must not drop messages"
         assert "arguments" not in spec and "type" not in spec
         assert spec.get("vhost", "/") == vhost
 
-    binding = one(rabbit, "Binding")["spec"]
-    assert binding == {
-        "vhost": vhost,
-        "source": exchange,
-        "destination": queue_name,
-        "destinationType": "queue",
-        "routingKey": "order.stock-confirmed",
-        _CLUSTER_REF: {"name": RABBITMQ_CLUSTER},
-    }
+    bindings = find(rabbit, "Binding")
+    for binding in bindings:
+        spec = binding["spec"]
+        assert spec["vhost"] == vhost and spec["destinationType"] == "queue", binding["metadata"]["name"]
+        assert "arguments" not in spec
+    found = [(b["spec"]["source"], b["spec"]["destination"], b["spec"]["routingKey"]) for b in bindings]
+    assert len(found) == len(set(found)), "a binding twice"
+    assert set(found) == expected_bindings(exchange, queue_name, cancel_name)
+    # Parked and replayed copies never reach a consumer of the outcomes (payment.* / payment.#).
+    for _, _, key in found:
+        assert key in (STOCK_CONFIRMED_KEY, ORDER_CANCELLED_KEY) or not key.startswith("payment."), key
     for ex in find(rabbit, "Exchange"):
         assert ex["spec"]["name"] == exchange
         assert ex["spec"]["type"] == "topic" and ex["spec"]["durable"] is True
@@ -308,21 +364,39 @@ def test_rabbitmq_permissions_are_minimal(name):
     """RabbitMQ matches each permission regex against exchange and queue names."""
     docs = build(name)
     permissions = one(docs, "Permission")["spec"]["permissions"]
-    queue = effective_setting(docs, "RABBITMQ_CONSUME_QUEUE")
     exchange = effective_setting(docs, "RABBITMQ_PUBLISH_EXCHANGE")
-    dlq = f"{queue}.dlq"
+    queues = {effective_setting(docs, "RABBITMQ_CONSUME_QUEUE"), effective_setting(docs, "RABBITMQ_CANCEL_QUEUE")}
+    lots = {f"{queue}.dlq" for queue in queues}
     needed = {
-        # declare exchange, queue and parking queue
-        "configure": {exchange, queue, dlq},
-        # publish outcomes, publish to the dlq via the default exchange, bind the queue
-        "write": {exchange, "amq.default", queue},
-        # consume, bind from the exchange, read parked messages
-        "read": {exchange, queue, dlq},
+        # declare the exchange, the queues and the parking lots; the lock queue of a parking-lot action
+        "configure": {exchange} | queues | lots | {f"{lot}.lock" for lot in lots},
+        # publish everything through the exchange (outcomes, parking, replays); bind the four queues
+        "write": {exchange} | queues | lots,
+        # bind from the exchange, consume, read parked messages
+        "read": {exchange} | queues | lots,
     }
+    queue = "payment.stock-confirmed"
     others = {
-        "", "amq.default", "amq.topic", "amq.direct", "amq.gen-JzTY20BRgKO-HjmUJj0wLg", "order.stock-confirmed",
-        "ordering.payment-succeeded", "menu", "foodies-x", "xfoodies", f"{queue}x", f"{queue}.dlqx",
-        f"{queue}.retry", "payment.other", "payment-stock-confirmed", f"{exchange}.dlx",
+        "",
+        "amq.default",
+        "amq.topic",
+        "amq.direct",
+        "amq.gen-JzTY20BRgKO-HjmUJj0wLg",
+        "order.stock-confirmed",
+        "ordering.payment-succeeded",
+        "menu",
+        "foodies-x",
+        "xfoodies",
+        f"{queue}x",
+        f"{queue}.dlqx",
+        f"{queue}.retry",
+        "payment.other",
+        "payment-stock-confirmed",
+        f"{exchange}.dlx",
+        "payment.order-cancelledx",
+        "payment.order-cancelled.retry",
+        f"{queue}.lock",
+        "payment.stock-confirmed.dlq.lockx",
     }
     for kind, names in needed.items():
         pattern = re.compile(permissions[kind])
@@ -345,15 +419,17 @@ def test_rabbitmq_user_imports_the_service_credentials(name):
 
 # -------------------------------------------------------------- consistency with code
 def test_probe_paths_are_routes_the_app_serves():
-    from app.http.routes import PROBE_PATHS
+    from app.http.probes import probe_routes
 
+    # The route table only; the handlers (which would use the placeholders) never run here.
+    served = {route.path for route in probe_routes(None, None)}  # type: ignore[arg-type]  # placeholders
     container = app_container(build("base"))
     probes = {kind: container[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert probes["startupProbe"]["httpGet"]["path"] == "/healthz/startup"
     assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz/liveness"
     assert probes["readinessProbe"]["httpGet"]["path"] == "/healthz/readiness"
     for kind, probe in probes.items():
-        assert probe["httpGet"]["path"] in PROBE_PATHS, kind
+        assert probe["httpGet"]["path"] in served, kind
         assert probe["httpGet"]["port"] in ("http", DEFAULT_PORT), kind
 
 
@@ -512,8 +588,10 @@ def test_network_policy_allows_only_http_in_and_db_rabbitmq_dns_out(name):
     db_policy = one(docs, "NetworkPolicy", "payment-db")["spec"]
     assert matches_labels(db_policy["podSelector"]["matchLabels"], db_pod_labels)
     assert db_policy["ingress"] == [
-        {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": APP}}}],
-         "ports": [{"protocol": "TCP", "port": 5432}]}
+        {
+            "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": APP}}}],
+            "ports": [{"protocol": "TCP", "port": 5432}],
+        }
     ]
     assert db_policy.get("egress") == []
 
@@ -542,8 +620,14 @@ def test_payment_database_matches_db_url(name):
     assert any(m["name"] == "data" and m["mountPath"] == "/var/lib/postgresql/data" for m in postgres["volumeMounts"])
     assert env["PGDATA"]["value"].startswith("/var/lib/postgresql/data/")
     refs = secret_refs(docs)
-    assert env["POSTGRES_USER"]["valueFrom"]["secretKeyRef"] == {"name": refs["DB_USERNAME"][0], "key": refs["DB_USERNAME"][1]}
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": refs["DB_PASSWORD"][0], "key": refs["DB_PASSWORD"][1]}
+    assert env["POSTGRES_USER"]["valueFrom"]["secretKeyRef"] == {
+        "name": refs["DB_USERNAME"][0],
+        "key": refs["DB_USERNAME"][1],
+    }
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": refs["DB_PASSWORD"][0],
+        "key": refs["DB_PASSWORD"][1],
+    }
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert "pg_isready" in " ".join(postgres[probe]["exec"]["command"]), probe
 
