@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from app.domain import ChargeResult, PaymentMethod
+from app.domain import ChargeResult, Payment, PaymentMethod
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,21 @@ class ChargeRequest:
     payment_method: PaymentMethod
     buyer_id: str = ""  # sent to the gateway as metadata only
 
+    @classmethod
+    def of(cls, payment: Payment) -> ChargeRequest:
+        """The charge of a stored payment; ValueError if it lacks what a charge needs (such a
+        payment was recorded FAILED without a charge and is never charged)."""
+        if payment.amount is None or payment.currency is None or payment.payment_method is None:
+            raise ValueError(f"payment {payment.id} has no amount, currency or payment method to charge")
+        return cls(
+            idempotency_key=payment.idempotency_key,
+            order_id=payment.order_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            payment_method=payment.payment_method,
+            buyer_id=payment.buyer_id,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RefundRequest:
@@ -33,6 +48,18 @@ class RefundRequest:
     amount: Decimal | None
     currency: str | None
     reason: str | None = None
+
+    @classmethod
+    def of(cls, payment: Payment) -> RefundRequest:
+        """The refund of a stored payment's charge, with its reason."""
+        return cls(
+            idempotency_key=payment.refund_key,
+            order_id=payment.order_id,
+            transaction_id=payment.transaction_id or "",
+            amount=payment.amount,
+            currency=payment.currency,
+            reason=payment.refund_reason,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from app.domain import ChargeResult, FailureCode, PaymentMethod, PaymentMethodType
+from app.domain import ChargeResult, FailureCode, Payment, PaymentMethod, PaymentMethodType, PaymentStatus
 from app.gateway import (
     ChargeRequest,
     CircuitBreaker,
@@ -32,6 +33,19 @@ def charge(card: str | None, key: str = "order-1", order_id: int = 1) -> ChargeR
 
 def refund_of(order_id: int, transaction_id: str) -> RefundRequest:
     return RefundRequest(f"refund-order-{order_id}", order_id, transaction_id, Decimal("10.00"), "USD", "changed mind")
+
+
+def test_requests_of_a_stored_payment_use_the_orders_keys() -> None:
+    method = PaymentMethod(PaymentMethodType.CREDIT_CARD, card_last_four="4242")
+    paid = Payment(7, 42, "buyer-3", Decimal("9.99"), "EUR", PaymentStatus.SUCCEEDED, method, datetime.now(UTC))
+    paid.transaction_id, paid.refund_reason = "txn_1", "cancelled by the buyer"
+    assert ChargeRequest.of(paid) == ChargeRequest("order-42", 42, Decimal("9.99"), "EUR", method, buyer_id="buyer-3")
+    assert RefundRequest.of(paid) == RefundRequest(
+        "refund-order-42", 42, "txn_1", Decimal("9.99"), "EUR", "cancelled by the buyer"
+    )
+    paid.amount = None
+    with pytest.raises(ValueError, match="no amount"):
+        ChargeRequest.of(paid)
 
 
 # ---------------------------------------------------------------- simulated gateway
