@@ -140,7 +140,9 @@ async def running_app(settings: Settings, **kwargs: Any) -> AsyncIterator[Any]:
         await asyncio.wait_for(runner, timeout=60)
         bus = Bus(settings.amqp_url, settings.rabbitmq_publish_exchange, settings.rabbitmq_consume_queue)
         await bus.start()
-        await bus.delete(settings.rabbitmq_consume_queue, settings.dlq_name)
+        await bus.delete(
+            settings.rabbitmq_consume_queue, settings.dlq_name, settings.rabbitmq_cancel_queue, settings.cancel_dlq_name
+        )
         await bus.close()
 
 
@@ -167,8 +169,12 @@ async def service_process(servers: Servers, database: str, tmp_path: Path) -> An
 
     yield start
     await asyncio.gather(*(asyncio.to_thread(process.stop) for process in started))
-    topologies = {(p.env["RABBITMQ_PUBLISH_EXCHANGE"], p.env["RABBITMQ_CONSUME_QUEUE"]) for p in started}
-    for exchange, queue in topologies:
+    topologies = {
+        (p.env["RABBITMQ_PUBLISH_EXCHANGE"], p.env["RABBITMQ_CONSUME_QUEUE"], p.env.get("RABBITMQ_CANCEL_QUEUE", ""))
+        for p in started
+        if not p.env.get("RABBITMQ_VHOST")  # a test on a vhost of its own deletes the vhost
+    }
+    for exchange, queue, cancel_queue in topologies:
         bus = await Bus(servers.amqp_url, exchange, queue).start()
-        await bus.delete(queue, f"{queue}.dlq")
+        await bus.delete(queue, f"{queue}.dlq", *((cancel_queue, f"{cancel_queue}.dlq") if cancel_queue else ()))
         await bus.close()

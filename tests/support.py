@@ -61,6 +61,9 @@ def event(order_id: int | None = None, *, card: str | None = "4242", **overrides
 
 SUCCEEDED_KEYS = {"eventId", "orderId", "paymentId", "transactionId", "amount", "currency", "processedAt"}
 FAILED_KEYS = {"eventId", "orderId", "failureReason", "failureCode", "occurredAt"}
+REFUNDED_KEYS = {
+    "eventId", "orderId", "paymentId", "transactionId", "refundId", "amount", "currency", "reason", "refundedAt"
+}
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Servers:
             "RABBITMQ_HOST": self.amqp_host,
             "RABBITMQ_PORT": str(self.amqp_port),
             "RABBITMQ_CONSUME_QUEUE": f"test-{suffix}.stock-confirmed",
+            "RABBITMQ_CANCEL_QUEUE": f"test-{suffix}.order-cancelled",
             "RABBITMQ_PUBLISH_EXCHANGE": f"test-{suffix}",
             "PAYMENT_DELAY_MS": "0",
             "LOG_LEVEL": "INFO",
@@ -130,8 +134,8 @@ class Bus:
         # Durable and named, so that outcomes published while this client reconnects after a
         # broker restart are kept for it.
         self.results = await channel.declare_queue(f"{self.queue_name}.observer-{uuid.uuid4().hex[:6]}", durable=True)
-        await self.results.bind(self.exchange, "payment.succeeded")
-        await self.results.bind(self.exchange, "payment.failed")
+        for key in ("payment.succeeded", "payment.failed", "payment.refunded"):
+            await self.results.bind(self.exchange, key)
         await self.results.consume(self._on_outcome)
         return self
 
@@ -149,12 +153,24 @@ class Bus:
             )
             self._arrived.set()
 
-    async def publish(self, body: dict[str, Any] | bytes, *, content_type: str | None = None, headers: dict | None = None) -> None:
+    async def publish(
+        self,
+        body: dict[str, Any] | bytes,
+        *,
+        content_type: str | None = None,
+        headers: dict | None = None,
+        routing_key: str = "order.stock-confirmed",
+    ) -> None:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         await self.exchange.publish(
             aio_pika.Message(raw, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type=content_type, headers=headers),
-            routing_key="order.stock-confirmed",
+            routing_key=routing_key,
         )
+
+    async def cancel(self, order_id: int, reason: str = "Customer changed their mind") -> None:
+        """An OrderCancelledEvent as the Kotlin ordering service sends it."""
+        body = {"orderId": order_id, "buyerId": "user-uuid-123", "reason": reason, "cancelledAt": "2024-01-15T10:31:00Z"}
+        await self.publish(body, routing_key="order.cancelled")
 
     def for_order(self, order_id: int) -> list[Outcome]:
         return [o for o in self.outcomes if o.body.get("orderId") == order_id]
