@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -23,10 +22,9 @@ from typing import Any
 
 from app import __version__
 from app.config import Settings, load_settings_or_exit
-from app.messaging.dlq import MAX_LIST
+from app.messaging.dlq import LOT_ROLES, MAX_LIST, MAX_REPLAY
 from app.settings_help import settings_help
 
-DLQ_QUEUES = ("stock-confirmed", "order-cancelled")
 MAX_ORDER_ID = 2**63 - 1  # order ids are 64-bit (BIGINT) throughout Foodies
 MAX_REASON = 500  # the width of the refund_reason column
 
@@ -87,17 +85,6 @@ def _run_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_argument(method: Callable[..., Any], queue: str) -> dict[str, str]:
-    """`queue=` for a DlqOperations that serves both parking lots. One that serves only the
-    stock-confirmed lot gets no argument for it, and a request for another lot is refused
-    rather than answered from the wrong queue."""
-    if "queue" in inspect.signature(method).parameters:
-        return {"queue": queue}
-    if queue != DLQ_QUEUES[0]:
-        raise ValueError(f"this build serves only the {DLQ_QUEUES[0]} parking lot")
-    return {}
-
-
 def _run_dlq(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
@@ -107,11 +94,9 @@ def _run_dlq(settings: Settings, args: argparse.Namespace) -> int:
     failures: tuple[type[BaseException], ...] = (DlqError, ValueError, *BROKER_ERRORS)
     try:
         if args.dlq_action == "list":
-            queue = _queue_argument(operations.list, args.queue)
-            result: Any = asyncio.run(operations.list(args.limit, **queue))
+            result: Any = asyncio.run(operations.list(args.limit, queue=args.queue))
         else:
-            queue = _queue_argument(operations.replay, args.queue)
-            result = asyncio.run(operations.replay(args.limit, **queue))
+            result = asyncio.run(operations.replay(args.limit, queue=args.queue))
     except failures as error:
         print(f"dlq {args.dlq_action} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
@@ -120,7 +105,8 @@ def _run_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run_refund(settings: Settings, args: argparse.Namespace) -> int:
-    from app.service.refunds import refund_from_cli
+    # Composed like the service (ledger, gateway, publisher), so it lives beside create_app.
+    from app.bootstrap import refund_from_cli
 
     return int(refund_from_cli(settings, args.order_id, args.reason))
 
@@ -129,20 +115,17 @@ def _run_serve(settings: Settings, args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: an integer in [low, high] (no upper bound when high is None), else the
-    parser's usage error."""
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from low to high, else the parser's usage error."""
 
     def parse(raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{raw!r} is not an integer") from None
-        if high is None and value < low:
-            wanted = "a positive integer" if low == 1 else f"at least {low}"
+        if not low <= value <= high:
+            wanted = f"a positive integer, at most {high}" if low == 1 else f"between {low} and {high}"
             raise argparse.ArgumentTypeError(f"must be {wanted} (got {value})")
-        if high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high} (got {value})")
         return value
 
     return parse
@@ -170,11 +153,14 @@ def _add_dlq(commands: Any) -> None:
     )
     replay = actions.add_parser("replay", help="move parked messages back to their queue (JSON summary)")
     replay.add_argument(
-        "--limit", type=bounded_int(1), default=None, help="at most this many (default: all parked now)"
+        "--limit",
+        type=bounded_int(1, MAX_REPLAY),
+        default=None,
+        help=f"at most this many (1..{MAX_REPLAY}; default: all parked now)",
     )
     for action in (listing, replay):
         action.add_argument(
-            "--queue", choices=DLQ_QUEUES, default=DLQ_QUEUES[0], help="whose parking lot (default: %(default)s)"
+            "--queue", choices=LOT_ROLES, default=LOT_ROLES[0], help="whose parking lot (default: %(default)s)"
         )
 
 
