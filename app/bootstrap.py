@@ -29,7 +29,7 @@ from app.asgi import PaymentApp
 from app.backoff import patiently
 from app.config import Settings, load_settings
 from app.faults import FaultInjector
-from app.gateway import CircuitBreaker, RetryingCharger, RetryPolicy, gateway_from
+from app.gateway import CircuitBreaker, CircuitState, RetryingCharger, RetryPolicy, gateway_from
 from app.http.auth import Authenticator
 from app.http.probes import Health
 from app.http.routes import create_http_app
@@ -117,7 +117,7 @@ def build(
         database=ledger.ping,
         broker=lambda: broker.ping(timeout=2.0),
         consumers_ok=lambda: watch.healthy,
-        gateway_state=lambda: "UP" if breaker.available else "DOWN",
+        gateway_state=lambda: "UP" if breaker.state is CircuitState.CLOSED else "DOWN",
     )
     consumers = Consumers(
         payments=payments,

@@ -67,7 +67,7 @@ class PaymentMetrics:
         )
         self.gateway_attempts = Counter(
             "payment_gateway_attempts",
-            "Gateway charge attempts, by result (ok / declined / transient / timeout).",
+            "Gateway attempts (charges and refunds), by result (ok / declined / transient / timeout / unusable).",
             ["result"],
             registry=r,
         )

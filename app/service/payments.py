@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from app.domain import ChargeResult, Disposition, Payment, PaymentRequest, ProcessingResult
+from app.domain import ChargeResult, Disposition, FailureCode, Payment, PaymentRequest, ProcessingResult
 from app.faults import NO_FAULTS, FaultInjector
 from app.gateway.base import ChargeRequest, GatewayOutage
 from app.service.ports import Charger, PaymentStore
@@ -79,16 +79,12 @@ class PaymentService:
     async def complete(self, payment: Payment) -> Payment:
         """Charge a claimed payment and record its outcome (also used by the reconciler)."""
         try:
-            charge = await self.charger.charge(
-                ChargeRequest(
-                    idempotency_key=payment.idempotency_key,
-                    order_id=payment.order_id,
-                    buyer_id=payment.buyer_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                    payment_method=payment.payment_method,
-                )
-            )
+            request = ChargeRequest.of(payment)
+        except ValueError:  # a rejected order whose worker died before recording it: fail it, never charge
+            failure = ChargeResult.failed(FailureCode.UNKNOWN, "Order cannot be charged", attempts=0)
+            return await self.store.record_outcome(payment, failure)
+        try:
+            charge = await self.charger.charge(request)
         except GatewayOutage:
             await self.store.release(payment.id)
             raise PaymentDeferred(f"order {payment.order_id} waits for the gateway") from None

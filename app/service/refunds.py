@@ -72,14 +72,7 @@ class RefundService:
         """Refund a payment whose refund is owed and leased by the caller; returns it REFUNDED,
         or still SUCCEEDED (declined: no longer owed; gateway unavailable: still owed, the
         reconciler tries again)."""
-        request = RefundRequest(
-            idempotency_key=payment.refund_key,
-            order_id=payment.order_id,
-            transaction_id=payment.transaction_id or "",
-            amount=payment.amount,
-            currency=payment.currency,
-            reason=payment.refund_reason,
-        )
+        request = RefundRequest.of(payment)
         self.faults.hit("before_refund")
         try:
             refund = await self.charger.refund(request)

@@ -152,7 +152,7 @@ async def test_metric_labels_are_bounded(settings_factory) -> None:  # noqa: ANN
         "outcome": {"succeeded", "failed", "replayed", "refunded"},
         "failure_code": {"", "INSUFFICIENT_FUNDS", "CARD_DECLINED", "CARD_EXPIRED", "INVALID_CARD",
                          "FRAUD_SUSPECTED", "GATEWAY_ERROR", "TIMEOUT", "UNKNOWN"},
-        "result": {"ok", "declined", "transient", "timeout"},
+        "result": {"ok", "declined", "transient", "timeout", "unusable"},
         "reason": {"invalid_json", "not_an_object", "missing_order_id", "invalid_order_id", "duplicate_key",
                    "too_large", "processing_error"},
         "routing_key": {"payment.succeeded", "payment.failed", "payment.refunded"},
