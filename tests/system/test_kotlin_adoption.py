@@ -36,13 +36,6 @@ KOTLIN_COLUMNS = (
 )
 
 
-def _kotlin_env(servers: Servers, jdbc_url: str) -> dict[str, str]:
-    env = servers.env(**FAST)
-    env["DB_URL"] = jdbc_url
-    env["RABBITMQ_CANCEL_QUEUE"] = f"{env['RABBITMQ_PUBLISH_EXCHANGE']}.order-cancelled"
-    return env
-
-
 def _redelivered_kotlin_event(order_id: int) -> dict[str, Any]:
     """The stock-confirmed event of fixture order 7100003 (FAILED by the Kotlin service), again."""
     body = event(order_id, card="0000", buyerId="kotlin-buyer-1", totalAmount="20.00")
@@ -66,7 +59,7 @@ async def test_service_adopts_a_kotlin_database(servers: Servers, service_proces
     async with scratch_database(servers, "adopt") as db:
         await load_kotlin_fixture(db.dsn)
         before = await fetch_rows(db.dsn, KOTLIN_COLUMNS)
-        env = _kotlin_env(servers, db.jdbc_url)
+        env = servers.env(**FAST, db_url=db.jdbc_url)  # fresh queue and exchange names, our database
         bus = await Bus(servers.amqp_url, env["RABBITMQ_PUBLISH_EXCHANGE"], env["RABBITMQ_CONSUME_QUEUE"]).start()
         service = service_process(env)
         try:
@@ -110,8 +103,7 @@ async def test_service_adopts_a_kotlin_database(servers: Servers, service_proces
             samples = await scrape(service.url)
             assert metric_sum(samples, "payment_gateway_attempts_total") == len(KOTLIN_PENDING) + 1, _charges(samples)
         finally:
-            await asyncio.to_thread(service.stop)
-            await bus.delete(env["RABBITMQ_CANCEL_QUEUE"], f"{env['RABBITMQ_CANCEL_QUEUE']}.dlq", exchange=False)
+            await asyncio.to_thread(service.stop)  # before its database is dropped
             await bus.close()
 
         after = await fetch_rows(db.dsn)
