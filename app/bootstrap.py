@@ -112,7 +112,7 @@ def build(
 
     marks = PublishedMarks(ledger.mark_published)
     outcomes = OutcomePublisher(declare_publishers(broker, topology), marks, metrics)
-    watch = ConsumerWatch(broker, topology.stock_confirmed.queue)
+    watch = ConsumerWatch(broker, [lot.queue for lot in topology.lots])
     health = Health(
         database=ledger.ping,
         broker=lambda: broker.ping(timeout=2.0),

@@ -112,7 +112,6 @@ class Settings(BaseSettings):
 
     # Test-only crash injection (see README "Delivery guarantees"); never set in production.
     payment_fault_inject: str | None = None
-    dlq_replay_fault: str | None = Field(None, pattern=r"^after_publish(:[1-9][0-9]*)?$")
 
     @field_validator("log_level", "log_format", "payment_gateway", mode="before")
     @classmethod
@@ -143,7 +142,6 @@ class Settings(BaseSettings):
         "auth_issuer",
         "auth_audience",
         "auth_jwks_url",
-        "dlq_replay_fault",
         "payment_gateway_url",
         "payment_gateway_api_key",
         "otel_exporter_otlp_protocol",

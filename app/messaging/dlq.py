@@ -40,11 +40,12 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aiormq.exceptions import AMQPError, ChannelLockedResource, ChannelNotFoundEntity, DeliveryError
 from loguru import logger
 
+from app.faults import FaultInjector
+
 from app.messaging.dlq_shapes import (
     PREVIEW_BYTES,
     DlqListing,
     ParkedMessage,
-    ReplayFault,
     ReplayResult,
     replay_copy,
 )
@@ -114,7 +115,7 @@ class DlqOperations:
             settings.amqp_url,
             settings.rabbitmq_publish_exchange,
             (settings.rabbitmq_consume_queue, settings.rabbitmq_cancel_queue),
-            fault=settings.dlq_replay_fault,
+            fault=settings.payment_fault_inject,
         )
 
     @property
@@ -216,7 +217,7 @@ class DlqOperations:
         if limit is not None and not 1 <= limit <= MAX_REPLAY:
             raise ValueError(f"limit must be between 1 and {MAX_REPLAY}")
         name = self.resolve(queue)
-        fault = ReplayFault(self._fault_spec)
+        fault = FaultInjector(self._fault_spec)
         async with self._session(name) as connection:
             channel, lot = await self._existing(connection, dlq_of(name))
             if lot is None:
@@ -238,7 +239,7 @@ class DlqOperations:
         return ReplayResult(dlq_of(name), name, replayed, remaining)
 
     async def _move(
-        self, channel: AbstractChannel, lot: AbstractQueue, queue: str, budget: int, fault: ReplayFault
+        self, channel: AbstractChannel, lot: AbstractQueue, queue: str, budget: int, fault: FaultInjector
     ) -> int:
         exchange = await channel.get_exchange(self.exchange, ensure=False)
         replayed = 0
@@ -264,7 +265,7 @@ class DlqOperations:
                 if not channel.is_closed:
                     await message.nack(requeue=True)
                 raise
-            fault.after_publish()
+            fault.hit("replay_after_publish")
             await message.ack()
             replayed += 1
         return replayed

@@ -3,8 +3,6 @@ publishes, and the test-only crash point of a replay."""
 
 from __future__ import annotations
 
-import os
-import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,26 +86,6 @@ class ReplayResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"queue": self.queue, "target": self.target, "replayed": self.replayed, "remaining": self.remaining}
-
-
-class ReplayFault:
-    """Test-only crash point (DLQ_REPLAY_FAULT=after_publish[:n]): SIGKILL this process right
-    after the n-th copy is confirmed, before its original is acknowledged."""
-
-    def __init__(self, spec: str | None) -> None:
-        self.remaining = 0
-        if spec:
-            point, _, count = spec.partition(":")
-            if point != "after_publish":
-                raise ValueError(f"unknown DLQ replay fault point {point!r}; only after_publish")
-            self.remaining = int(count or 1)
-
-    def after_publish(self) -> None:
-        if self.remaining <= 0:
-            return
-        self.remaining -= 1
-        if self.remaining == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:

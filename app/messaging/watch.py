@@ -19,19 +19,21 @@ from loguru import logger
 
 
 class ConsumerWatch:
-    def __init__(self, broker: RabbitBroker, queue: RabbitQueue, *, interval_s: float = 1.0, grace_s: float = 3.0):
+    def __init__(
+        self, broker: RabbitBroker, queues: list[RabbitQueue], *, interval_s: float = 1.0, grace_s: float = 3.0
+    ) -> None:
         self.broker = broker
-        self.queue = queue
+        self.queues = queues
         self.interval_s = interval_s
         self.grace_s = grace_s
-        self._channel: Any = None
+        self._channels: list[Any] = []
         self._closed_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.restarts = 0
 
     @property
     def healthy(self) -> bool:
-        return self._channel is not None and not self._channel.is_closed
+        return bool(self._channels) and not any(channel.is_closed for channel in self._channels)
 
     async def start(self) -> None:
         await self._attach()
@@ -44,8 +46,8 @@ class ConsumerWatch:
                 await self._task
 
     async def _attach(self) -> None:
-        # The queue object's channel is the subscribers' (default) channel.
-        self._channel = (await self.broker.declare_queue(self.queue)).channel
+        # A declared queue object carries the channel its subscriber consumes on.
+        self._channels = [(await self.broker.declare_queue(queue)).channel for queue in self.queues]
 
     async def _loop(self) -> None:
         while True:

@@ -24,7 +24,8 @@ def _to_domain(row: PaymentRow) -> Payment:
 
 
 def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True)
+    # hide_parameters: an error's text never carries the statement's parameters (buyer ids, card data).
+    return create_async_engine(url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True, hide_parameters=True)
 
 
 class PaymentRepository:

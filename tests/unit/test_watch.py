@@ -31,7 +31,7 @@ class FakeBroker:
 
 async def test_closed_channel_is_unhealthy_at_once_and_restarted_after_the_grace() -> None:
     broker = FakeBroker()
-    watch = ConsumerWatch(broker, queue=object(), grace_s=0.0)  # type: ignore[arg-type]  # fakes
+    watch = ConsumerWatch(broker, queues=[object()], grace_s=0.0)  # type: ignore[arg-type]  # fakes
     await watch._attach()
     await watch.check()
     assert watch.healthy and broker.restarts == []
@@ -46,7 +46,7 @@ async def test_closed_channel_is_unhealthy_at_once_and_restarted_after_the_grace
 
 async def test_a_channel_that_reopens_by_itself_is_left_alone() -> None:
     broker = FakeBroker()
-    watch = ConsumerWatch(broker, queue=object(), grace_s=60.0)  # type: ignore[arg-type]  # fakes
+    watch = ConsumerWatch(broker, queues=[object()], grace_s=60.0)  # type: ignore[arg-type]  # fakes
     await watch._attach()
     broker.channel.is_closed = True
     await watch.check()
