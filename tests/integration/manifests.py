@@ -122,3 +122,14 @@ def env_sources(c: Doc) -> dict[str, Any]:
 
 def matches_labels(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
+
+
+def documented_snippet(document: Path, target: str) -> str:
+    """The YAML block that follows `<!-- tested: <target> ...-->` in a Markdown page: the
+    patches the documentation tells operators to add, checked by building them."""
+    text = document.read_text()
+    marker = f"<!-- tested: {target} "
+    assert marker in text, f"{document.name} has no block marked {marker}"
+    after = text[text.index(marker) :]
+    start = after.index("```yaml\n") + len("```yaml\n")
+    return after[start : after.index("```", start)]

@@ -13,6 +13,7 @@ import functools
 import importlib
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -594,6 +595,28 @@ def test_network_policy_allows_only_http_in_and_db_rabbitmq_dns_out(name):
         }
     ]
     assert db_policy.get("egress") == []
+
+
+def test_documented_egress_additions_apply_to_the_base(tmp_path):
+    """kustomize/README.md's patches for the collector and the HTTP gateway, built on the base."""
+    from tests.integration.manifests import documented_snippet
+
+    snippet = yaml.safe_load(documented_snippet(KUSTOMIZE / "README.md", "kustomize/base"))
+    kustomization = {"resources": [os.path.relpath(BUILDS["base"], tmp_path)], **snippet}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    result = subprocess.run(
+        [_kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    policy = one(docs, "NetworkPolicy", APP)
+    kubernetes_validate.validate(policy, K8S_VERSIONS[-1], strict=True)
+    egress = policy["spec"]["egress"]
+    assert egress[:3] == one(build("base"), "NetworkPolicy", APP)["spec"]["egress"]
+    collector, gateway = egress[3:]
+    assert {p["port"] for p in collector["ports"]} == {4317, 4318}
+    assert gateway["ports"] == [{"protocol": "TCP", "port": 443}] and gateway["to"][0]["ipBlock"]["cidr"]
+    assert all(rule.get("to") for rule in egress)
 
 
 # ------------------------------------------------------------------------ PostgreSQL

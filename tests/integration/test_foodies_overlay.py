@@ -5,6 +5,7 @@ optional messaging-topology component. Offline: `kubectl kustomize` and kubernet
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from app.messaging.topology import ORDER_CANCELLED_KEY, STOCK_CONFIRMED_KEY, par
 from tests.integration.manifests import (
     FIXTURES,
     KUSTOMIZE,
+    ROOT,
     build,
     build_with,
     container,
+    documented_snippet,
     env_sources,
     find,
     generated,
@@ -286,3 +289,23 @@ def test_foodies_queues_component_puts_the_topology_on_the_foodies_cluster(tmp_p
     permission = re.compile(facts["permission"])
     names = {exchange, *queues, *(f"{q}.dlq" for q in queues), *(f"{q}.dlq.lock" for q in queues)}
     assert all(permission.search(name) for name in names), names
+
+
+# ------------------------------------------------------------- documented additions
+def test_the_documented_http_gateway_additions_build_and_are_read(tmp_path: Path) -> None:
+    """docs/deployment.md's kustomization for PAYMENT_GATEWAY=http, built on the overlay."""
+    snippet = documented_snippet(ROOT / "docs" / "deployment.md", "kustomize/overlays/foodies")
+    (tmp_path / "kustomization.yaml").write_text(snippet.replace("<repo>", os.path.relpath(ROOT, tmp_path)))
+    docs = build(tmp_path)
+    validate(docs, "foodies + http gateway")
+    config = generated(docs, "ConfigMap", EXPECTED["config"]["name"])
+    sources = env_sources(_container(docs))
+    for variable in ("PAYMENT_GATEWAY", "PAYMENT_GATEWAY_URL"):
+        assert sources[variable] == ("configMap", config["metadata"]["name"], variable)
+        assert variable in config["data"]
+    assert sources["PAYMENT_GATEWAY_API_KEY"][0] == "secret"
+    values = {k.lower(): v for k, v in config["data"].items()} | {"payment_gateway_api_key": "from-a-secret"}
+    assert Settings(_env_file=None, **values).payment_gateway == "http"
+    egress = one(docs, "NetworkPolicy", EXPECTED["deployment"]["name"])["spec"]["egress"]
+    assert egress[:4] == one(build(FOODIES), "NetworkPolicy", EXPECTED["deployment"]["name"])["spec"]["egress"]
+    assert egress[4]["ports"] == [{"protocol": "TCP", "port": 443}] and egress[4]["to"][0]["ipBlock"]
