@@ -26,6 +26,7 @@ from loguru import logger
 
 from app.domain import FailureCode, PaymentMethod, PaymentMethodType, PaymentRequest, PaymentStatus
 from tests.conftest import running_app
+from tests.seeding import SeedingRepository
 from tests.support import next_order_id
 
 RECORD_KEYS = {
@@ -365,7 +366,7 @@ def payment_request(order_id: int, buyer_id: str) -> PaymentRequest:
 
 async def seed(app: Any, buyer_id: str, statuses: list[PaymentStatus]) -> list[Any]:
     """Payments for one buyer, oldest first."""
-    repository = app.components.repository
+    repository = SeedingRepository(app.components.repository.engine)
     made = []
     for status in statuses:
         payment, created = await repository.create(payment_request(next_order_id(), buyer_id))

@@ -18,7 +18,8 @@ from app.domain import (
     PaymentStatus,
 )
 from app.persistence.ledger import PaymentLedger
-from app.persistence.repository import PaymentRepository, make_engine
+from app.persistence.repository import make_engine
+from tests.seeding import SeedingRepository as PaymentRepository
 from tests.support import next_order_id
 
 
