@@ -90,22 +90,13 @@ def build(
     faults = FaultInjector(settings.payment_fault_inject)
     # Tracing is on with OTEL_EXPORTER_OTLP_ENDPOINT (or a provider given by a test); off, it costs nothing.
     tracer = tracer_provider or provider_from_settings(settings)
-    tracing = (broker_middleware(tracer),) if tracer is not None else ()
-    prometheus = RabbitPrometheusMiddleware(registry=metrics.registry, app_name=settings.otel_service_name)
-    broker = build_broker(settings, middlewares=(*tracing, prometheus))
-
+    broker = _broker(settings, metrics, tracer)
     ledger = ledger or PaymentLedger(settings.postgres_dsn(), pool_size=settings.db_pool_size)
     gateway = gateway or gateway_from(settings)
     breaker = CircuitBreaker(
         open_seconds=settings.payment_circuit_open_seconds, clock=clock, on_change=metrics.circuit_state.set
     )
-    policy = RetryPolicy(
-        max_attempts=settings.payment_retry_max_attempts,
-        timeout_s=settings.payment_gateway_timeout_ms / 1000,
-        base_delay_s=settings.payment_retry_base_delay_ms / 1000,
-        max_delay_s=settings.payment_retry_max_delay_ms / 1000,
-    )
-    charger = instrument_charger(RetryingCharger(gateway, policy, ChargeTelemetry(metrics), breaker=breaker), tracer)
+    charger = _charger(settings, gateway, breaker, metrics, tracer)
     lease_s = settings.payment_lease_seconds
     refunds = RefundService(ledger, charger, lease_s=lease_s, faults=faults, observe=metrics.refund_done)
     payments = PaymentService(ledger, charger, refunds, lease_s=lease_s, faults=faults, on_conflict=metrics.conflict)
@@ -113,12 +104,7 @@ def build(
     marks = PublishedMarks(ledger.mark_published)
     outcomes = OutcomePublisher(declare_publishers(broker, topology), marks, metrics)
     watch = ConsumerWatch(broker, [lot.queue for lot in topology.lots])
-    health = Health(
-        database=ledger.ping,
-        broker=lambda: broker.ping(timeout=2.0),
-        consumers_ok=lambda: watch.healthy,
-        gateway_state=lambda: "UP" if breaker.state is CircuitState.CLOSED else "DOWN",
-    )
+    health = _health(ledger, broker, watch, breaker)
     consumers = Consumers(
         payments=payments,
         refunds=refunds,
@@ -164,6 +150,32 @@ def build(
         auth=Authenticator.from_settings(settings),
         dlq=DlqOperations.from_settings(settings),
         tracer=tracer,
+    )
+
+
+def _broker(settings: Settings, metrics: PaymentMetrics, tracer: Any) -> RabbitBroker:
+    tracing = (broker_middleware(tracer),) if tracer is not None else ()
+    prometheus = RabbitPrometheusMiddleware(registry=metrics.registry, app_name=settings.otel_service_name)
+    return build_broker(settings, middlewares=(*tracing, prometheus))
+
+
+def _charger(settings: Settings, gateway: Any, breaker: CircuitBreaker, metrics: PaymentMetrics, tracer: Any) -> Any:
+    """The gateway behind retries and the circuit breaker (and a `charge` span when tracing)."""
+    policy = RetryPolicy(
+        max_attempts=settings.payment_retry_max_attempts,
+        timeout_s=settings.payment_gateway_timeout_ms / 1000,
+        base_delay_s=settings.payment_retry_base_delay_ms / 1000,
+        max_delay_s=settings.payment_retry_max_delay_ms / 1000,
+    )
+    return instrument_charger(RetryingCharger(gateway, policy, ChargeTelemetry(metrics), breaker=breaker), tracer)
+
+
+def _health(ledger: Any, broker: RabbitBroker, watch: ConsumerWatch, breaker: CircuitBreaker) -> Health:
+    return Health(
+        database=ledger.ping,
+        broker=lambda: broker.ping(timeout=2.0),
+        consumers_ok=lambda: watch.healthy,
+        gateway_state=lambda: "UP" if breaker.state is CircuitState.CLOSED else "DOWN",
     )
 
 

@@ -24,7 +24,26 @@ from app.domain import Disposition, Payment, PaymentStatus
 from app.gateway.base import ChargeRequest
 
 # From a few ms (0 ms gateway) through the default 100 ms gateway to multi-second retries.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+)
 
 
 class PaymentMetrics:
@@ -39,6 +58,13 @@ class PaymentMetrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
+        self._define_payments(r)
+        self._define_gateway(r)
+        self._define_backlog(r)
+        self._define_saga(r)
+
+    def _define_payments(self, r: CollectorRegistry) -> None:
+        """Payments finished, money charged, time per message."""
         self.processed = Counter(
             "payment_processed",
             "Payments finished (by the consumer or the reconciler), by outcome (succeeded / failed / replayed) "
@@ -58,6 +84,9 @@ class PaymentMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _define_gateway(self, r: CollectorRegistry) -> None:
+        """Gateway attempts, their duration and retries; parked messages."""
         self.gateway_call_seconds = Histogram(
             "payment_gateway_call_seconds",
             "Duration of one gateway charge attempt, by result.",
@@ -83,9 +112,10 @@ class PaymentMetrics:
             ["reason"],
             registry=r,
         )
-        self.in_flight = Gauge(
-            "payment_in_flight", "Messages being processed by this replica now.", registry=r
-        )
+
+    def _define_backlog(self, r: CollectorRegistry) -> None:
+        """In flight now, and what the reconciler sees in the database."""
+        self.in_flight = Gauge("payment_in_flight", "Messages being processed by this replica now.", registry=r)
         self.stuck = Gauge(
             "payment_stuck",
             "Payments PENDING/PROCESSING beyond their lease plus one reconcile interval (all replicas).",
@@ -114,6 +144,8 @@ class PaymentMetrics:
             registry=r,
         )
 
+    def _define_saga(self, r: CollectorRegistry) -> None:
+        """Cancellations, refunds, conflicts and the circuit breaker."""
         self.cancellations = Counter(
             "payment_cancellations",
             "order.cancelled events handled, by case: before_charge (never charged), in_flight (refunded "
@@ -135,8 +167,7 @@ class PaymentMetrics:
         )
         self.conflicts = Counter(
             "payment_event_conflicts",
-            "Events for an order that already has a payment, with a different amount, currency or buyer "
-            "(not charged).",
+            "Events for an order that already has a payment, with a different amount, currency or buyer (not charged).",
             registry=r,
         )
         self.circuit_state = Gauge(
