@@ -146,9 +146,14 @@ async def test_a_server_header_from_inside_is_dropped() -> None:
 async def test_rate_limit_per_client_with_retry_after() -> None:
     app = http_app(rate=5)  # burst 10
     async with client_of(app, ("10.0.0.1", 1)) as first, client_of(app, ("10.0.0.2", 1)) as second:
-        codes = [(await first.get("/payments/42")).status_code for _ in range(14)]
-        assert codes[:10] == [200] * 10
-        assert set(codes[10:]) == {429}
+        codes = [(await first.get("/payments/42")).status_code for _ in range(10)]
+        assert codes == [200] * 10  # the burst
+        # Tokens refill at 5/s: on a slow machine one or two more may pass before the refusal.
+        for _ in range(5):
+            if (await first.get("/payments/42")).status_code == 429:
+                break
+        else:
+            raise AssertionError("no 429 after the burst")
         refused = await first.get("/admin/dlq")
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
