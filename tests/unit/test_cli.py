@@ -43,9 +43,13 @@ def test_one_version_number_for_the_package_the_module_and_the_command() -> None
 def test_the_committed_asyncapi_document_and_the_released_image_tag_carry_the_version() -> None:
     asyncapi = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
     assert asyncapi["info"]["version"] == app.__version__, "regenerate asyncapi.yaml"
-    prod = yaml.safe_load((ROOT / "kustomize" / "overlays" / "prod" / "kustomization.yaml").read_text())
-    tags = {image["name"]: image.get("newTag") for image in prod["images"]}
-    assert tags["foodies/payment-service"] == app.__version__, "the production overlay runs another release"
+    released = {}
+    for overlay in (ROOT / "kustomize" / "overlays").glob("*/kustomization.yaml"):
+        for image in yaml.safe_load(overlay.read_text()).get("images", []):
+            if image["name"] == "foodies/payment-service" and image.get("newTag") != "dev":  # dev: a local build
+                released[overlay.parent.name] = image.get("newTag")
+    assert "prod" in released
+    assert set(released.values()) == {app.__version__}, f"overlays run another release: {released}"
 
 
 def test_changelog_has_an_entry_for_the_current_version() -> None:
