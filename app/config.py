@@ -9,7 +9,7 @@ import sys
 from typing import Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, computed_field, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,9 +27,7 @@ def _parse_db_url(raw: str) -> tuple[str, int, str, str | None, str | None]:
         url = url[len("jdbc:") :]
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
-        raise ValueError(
-            "expected jdbc:postgresql://host:port/db, postgresql://… or postgresql+asyncpg://…"
-        )
+        raise ValueError("expected jdbc:postgresql://host:port/db, postgresql://… or postgresql+asyncpg://…")
     try:
         port = parts.port or 5432
     except ValueError:
@@ -41,8 +39,8 @@ def _parse_db_url(raw: str) -> tuple[str, int, str, str | None, str | None]:
     if not database or "/" in database:
         raise ValueError("no database name in the URL")
     query = parse_qs(parts.query)
-    user = unquote(parts.username) if parts.username else (query.get("user") or [None])[0]
-    password = unquote(parts.password) if parts.password else (query.get("password") or [None])[0]
+    user = unquote(parts.username) if parts.username else next(iter(query.get("user", [])), None)
+    password = unquote(parts.password) if parts.password else next(iter(query.get("password", [])), None)
     return host, port, database, user, password
 
 
@@ -115,7 +113,7 @@ class Settings(BaseSettings):
 
     @field_validator("log_level", "log_format", "payment_gateway", mode="before")
     @classmethod
-    def _case_insensitive(cls, value: object, info) -> object:  # noqa: ANN001
+    def _case_insensitive(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
             return value.upper() if info.field_name == "log_level" else value.lower()
         return value
@@ -179,9 +177,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
         if self.payment_retry_max_delay_ms < self.payment_retry_base_delay_ms:
-            raise ValueError(
-                "PAYMENT_RETRY_MAX_DELAY_MS must not be below PAYMENT_RETRY_BASE_DELAY_MS"
-            )
+            raise ValueError("PAYMENT_RETRY_MAX_DELAY_MS must not be below PAYMENT_RETRY_BASE_DELAY_MS")
         if self.payment_lease_seconds <= self.worst_case_charge_seconds:
             raise ValueError(
                 f"PAYMENT_LEASE_SECONDS must exceed the longest possible charge "
@@ -250,7 +246,7 @@ class Settings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         return self.postgres_dsn().replace("postgresql://", "postgresql+asyncpg://", 1)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
     @property
     def amqp_url(self) -> str:
         user = quote(self.rabbitmq_username, safe="")
@@ -313,7 +309,7 @@ def _describe(error: ValidationError) -> str:
 def load_settings(**overrides: object) -> Settings:
     """Read the settings; raise ConfigurationError with a one-line message on a bad value."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]  # values are validated by the model
     except ValidationError as error:
         raise ConfigurationError(f"configuration error: {_describe(error)}") from None
 

@@ -20,7 +20,7 @@ import pytest
 
 from app.config import Settings, load_settings
 from app.persistence.migrate import create_database_if_missing, migrate
-from tests.support import Bus, ServiceProcess, Servers
+from tests.support import Bus, Servers, ServiceProcess
 
 # One database per test run: set TEST_DATABASE to run two suites side by side on one machine.
 TEST_DATABASE = os.environ.get("TEST_DATABASE", "payments_test")

@@ -4,6 +4,7 @@ tested against PostgreSQL in tests/integration/test_persistence.py with the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -165,7 +166,7 @@ class InMemoryPaymentStore:
 class CountingGateway:
     """Wraps a gateway and counts the calls it receives."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001 - any gateway
+    def __init__(self, inner) -> None:
         self.inner = inner
         self.calls: list[ChargeRequest] = []
         self.refunds: list[RefundRequest] = []
@@ -204,8 +205,6 @@ class OpenGate:
 
     async def wait_until_callable(self, timeout: float) -> bool:
         self._changed.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
         return self.available

@@ -14,7 +14,9 @@ from app.persistence.tables import PaymentRow
 
 
 class SeedingRepository(PaymentRepository):
-    async def create(self, request: PaymentRequest, status: PaymentStatus = PaymentStatus.PENDING) -> tuple[Payment, bool]:
+    async def create(
+        self, request: PaymentRequest, status: PaymentStatus = PaymentStatus.PENDING
+    ) -> tuple[Payment, bool]:
         """Insert a payment for the order; if the order already has one, return it unchanged.
 
         Returns (payment, created). Concurrent creates for one order yield one row.
@@ -41,7 +43,7 @@ class SeedingRepository(PaymentRepository):
             .returning(PaymentRow.id)
         )
         async with self._sessions() as session:
-            new_id = (await session.exec(statement)).scalar_one_or_none()  # type: ignore[call-overload]
+            new_id = (await session.exec(statement)).scalar_one_or_none()  # type: ignore[call-overload]  # sqlmodel types exec() for selects only
             await session.commit()
         if new_id is not None:
             created = await self.find_by_id(new_id)
@@ -75,6 +77,6 @@ class SeedingRepository(PaymentRepository):
                 "lease_owner": None,
             }
         async with self._sessions() as session:
-            await session.exec(sa.update(PaymentRow).where(PaymentRow.id == payment_id).values(**values))  # type: ignore[call-overload]
+            await session.exec(sa.update(PaymentRow).where(PaymentRow.id == payment_id).values(**values))  # type: ignore[call-overload]  # as above
             await session.commit()
         return await self.find_by_id(payment_id)

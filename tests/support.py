@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,15 @@ def event(order_id: int | None = None, *, card: str | None = "4242", **overrides
 SUCCEEDED_KEYS = {"eventId", "orderId", "paymentId", "transactionId", "amount", "currency", "processedAt"}
 FAILED_KEYS = {"eventId", "orderId", "failureReason", "failureCode", "occurredAt"}
 REFUNDED_KEYS = {
-    "eventId", "orderId", "paymentId", "transactionId", "refundId", "amount", "currency", "reason", "refundedAt"
+    "eventId",
+    "orderId",
+    "paymentId",
+    "transactionId",
+    "refundId",
+    "amount",
+    "currency",
+    "reason",
+    "refundedAt",
 }
 
 
@@ -163,13 +171,20 @@ class Bus:
     ) -> None:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         await self.exchange.publish(
-            aio_pika.Message(raw, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type=content_type, headers=headers),
+            aio_pika.Message(
+                raw, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type=content_type, headers=headers
+            ),
             routing_key=routing_key,
         )
 
     async def cancel(self, order_id: int, reason: str = "Customer changed their mind") -> None:
         """An OrderCancelledEvent as the Kotlin ordering service sends it."""
-        body = {"orderId": order_id, "buyerId": "user-uuid-123", "reason": reason, "cancelledAt": "2024-01-15T10:31:00Z"}
+        body = {
+            "orderId": order_id,
+            "buyerId": "user-uuid-123",
+            "reason": reason,
+            "cancelledAt": "2024-01-15T10:31:00Z",
+        }
         await self.publish(body, routing_key="order.cancelled")
 
     def for_order(self, order_id: int) -> list[Outcome]:
@@ -191,10 +206,8 @@ class Bus:
                 missing = sorted(oid for oid in wanted if counts.get(oid, 0) < each)
                 raise AssertionError(f"no outcome for {len(missing)} orders within {timeout}s: {missing[:10]}")
             self._arrived.clear()
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), min(remaining, 0.5))
-            except TimeoutError:
-                pass
 
     async def queue_depth(self, name: str) -> int:
         channel = await self.connection.channel()
@@ -226,10 +239,8 @@ class Bus:
             except Exception:  # noqa: BLE001 - cleanup
                 channel = await self.connection.channel()
         if exchange:
-            try:
+            with suppress(Exception):  # cleanup: already gone is fine
                 await channel.exchange_delete(self.exchange_name)
-            except Exception:  # noqa: BLE001
-                pass
 
     async def close(self) -> None:
         if self.connection is not None:
@@ -258,10 +269,14 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENT_", "RABBITMQ_", "DB_"))}
         environment.update(self.env)
-        self.log_file = open(self.log_path, "ab")  # noqa: SIM115
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process; closed in stop()
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "payment-service")], env=environment, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT
+            [str(VENV_BIN / "payment-service")],
+            env=environment,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         return self
 

@@ -77,7 +77,7 @@ class Consumers:
                 await message.ack()
         except asyncio.CancelledError:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any fault: requeue once, then park (never lose, never loop)
             await self._after_failure(message, lot, error)
         finally:
             self.metrics.in_flight.dec()
@@ -105,7 +105,7 @@ class Consumers:
                 await message.ack()
         except asyncio.CancelledError:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any fault: requeue once, then park (never lose, never loop)
             await self._after_failure(message, lot, error)
 
     async def _process(self, request: PaymentRequest) -> ProcessingResult:

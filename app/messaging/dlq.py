@@ -41,7 +41,6 @@ from aiormq.exceptions import AMQPError, ChannelLockedResource, ChannelNotFoundE
 from loguru import logger
 
 from app.faults import FaultInjector
-
 from app.messaging.dlq_shapes import (
     PREVIEW_BYTES,
     DlqListing,

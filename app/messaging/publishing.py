@@ -81,5 +81,7 @@ class OutcomePublisher:
         )
         self.metrics.labelled(self.metrics.published, routing_key).inc()
         self.marks.add(payment.id)
-        logger.debug("published {routing_key}", routing_key=routing_key, payment_id=payment.id, order_id=payment.order_id)
+        logger.debug(
+            "published {routing_key}", routing_key=routing_key, payment_id=payment.id, order_id=payment.order_id
+        )
         return True

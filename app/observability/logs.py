@@ -134,7 +134,7 @@ def failure_summary(error: BaseException, frames: int = 6) -> dict[str, str]:
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     # FastStream attaches a stderr handler to its logger when first imported: import it now so
     # that the handler is replaced below, whatever the caller imported before.
-    import faststream  # noqa: F401
+    import faststream  # noqa: F401 - imported for its side effect
 
     logger.remove()
     if fmt == "json":

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-I = TypeVar("I")  # noqa: E741
-O = TypeVar("O")  # noqa: E741
+I = TypeVar("I")  # noqa: E741 - the item type, named like O (output)
+O = TypeVar("O")  # noqa: E741 - the output type
 
 
 class GroupCommitter(Generic[I, O]):
@@ -71,7 +71,7 @@ class GroupCommitter(Generic[I, O]):
             for _, future in batch:
                 _fail(future, RuntimeError("the statement was cancelled"))
             raise
-        except Exception as batch_error:  # noqa: BLE001
+        except Exception as batch_error:  # noqa: BLE001 - one bad item: retry the batch item by item
             if len(batch) == 1:
                 _fail(batch[0][1], batch_error)
                 return
@@ -79,7 +79,7 @@ class GroupCommitter(Generic[I, O]):
             for item, future in batch:
                 try:
                     result = await self._run_one(item)
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:  # noqa: BLE001 - handed to that item's caller
                     _fail(future, error)
                 else:
                     if not future.done():

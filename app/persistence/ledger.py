@@ -135,7 +135,15 @@ class PaymentLedger:
                 if method is not None
                 else (None,) * 6
             )
-            return (request.order_id, request.buyer_id, request.amount, request.currency, *card, request.event_id, token)
+            return (
+                request.order_id,
+                request.buyer_id,
+                request.amount,
+                request.currency,
+                *card,
+                request.event_id,
+                token,
+            )
 
         async def run() -> list[tuple[Payment, bool]]:
             if len(items) == 1:  # a lone claim: the plain statement is cheaper than arrays
@@ -182,7 +190,9 @@ class PaymentLedger:
                 reasons.append(charge.failure_reason)
                 codes.append(charge.failure_code.value if charge.failure_code else None)
             if len(ids) == 1:
-                found = await self.pool.fetch(sql.RECORD_ONE, ids[0], statuses[0], transactions[0], reasons[0], codes[0])
+                found = await self.pool.fetch(
+                    sql.RECORD_ONE, ids[0], statuses[0], transactions[0], reasons[0], codes[0]
+                )
             else:
                 found = await self.pool.fetch(sql.RECORD_MANY, ids, statuses, transactions, reasons, codes)
             recorded = {row["id"]: row for row in found}

@@ -4,7 +4,6 @@ keeps the lease rules."""
 
 from __future__ import annotations
 
-
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession

@@ -273,7 +273,9 @@ async def test_replay_killed_half_way_loses_nothing(servers: Servers, settings_f
                 await put(bus, dlq, body, headers={"x-rejection-reason": "paymentMethod.cardLastFour: bad"})
 
             # Killed right after the 7th copy was confirmed, before its original was acknowledged.
-            code, _, err = await cli(cli_env(servers, settings, payment_fault_inject="replay_after_publish:7"), "replay")
+            code, _, err = await cli(
+                cli_env(servers, settings, payment_fault_inject="replay_after_publish:7"), "replay"
+            )
             assert code == -signal.SIGKILL, err
             await wait_depth(bus, queue, 7)
             await wait_depth(bus, dlq, 30 - 6)  # the 7th is in both queues: a duplicate, not a loss

@@ -13,14 +13,14 @@ from tests.support import FAILED_KEYS, SUCCEEDED_KEYS, event, next_order_id
 
 
 @pytest.fixture
-async def app(settings_factory):  # noqa: ANN001, ANN201
+async def app(settings_factory):
     settings = settings_factory()
     async with running_app(settings) as app, bus_for(settings) as bus:
         app.bus = bus
         yield app
 
 
-async def test_success_and_decline_publish_persistent_outcomes_with_exact_keys(app) -> None:  # noqa: ANN001
+async def test_success_and_decline_publish_persistent_outcomes_with_exact_keys(app) -> None:
     ok, declined = event(card="4242"), event(card="0000")
     await app.bus.publish(ok)
     await app.bus.publish(declined)
@@ -34,7 +34,7 @@ async def test_success_and_decline_publish_persistent_outcomes_with_exact_keys(a
     assert success.body["transactionId"].startswith("txn_")
 
 
-async def test_same_event_twice_gives_two_outcomes_with_same_payment(app) -> None:  # noqa: ANN001
+async def test_same_event_twice_gives_two_outcomes_with_same_payment(app) -> None:
     body = event()
     await app.bus.publish(body)
     await app.bus.wait_for([body["orderId"]])
@@ -46,7 +46,7 @@ async def test_same_event_twice_gives_two_outcomes_with_same_payment(app) -> Non
     assert app.components.gateway.calls == 1
 
 
-async def test_replayed_failure_keeps_its_failure_code(app) -> None:  # noqa: ANN001
+async def test_replayed_failure_keeps_its_failure_code(app) -> None:
     body = event(card="0002")
     await app.bus.publish(body)
     await app.bus.wait_for([body["orderId"]])
@@ -55,7 +55,7 @@ async def test_replayed_failure_keeps_its_failure_code(app) -> None:  # noqa: AN
     assert {o.body["failureCode"] for o in app.bus.for_order(body["orderId"])} == {"CARD_EXPIRED"}
 
 
-async def test_kotlin_message_without_content_type_is_processed(app) -> None:  # noqa: ANN001
+async def test_kotlin_message_without_content_type_is_processed(app) -> None:
     body = event()
     await app.bus.publish(json.dumps(body).encode(), content_type=None)
     with_json_type = event()
@@ -79,7 +79,7 @@ UNCHARGEABLE = [
 ]
 
 
-async def test_only_unreadable_messages_are_parked_while_valid_ones_behind_succeed(app) -> None:  # noqa: ANN001
+async def test_only_unreadable_messages_are_parked_while_valid_ones_behind_succeed(app) -> None:
     lot = app.components.topology.stock_confirmed
     for raw, _ in UNREADABLE:
         await app.bus.publish(raw)
@@ -100,7 +100,7 @@ async def test_only_unreadable_messages_are_parked_while_valid_ones_behind_succe
     assert await app.bus.queue_depth(lot.queue.name) == 0  # all acked
 
 
-async def test_every_readable_order_gets_an_outcome(app) -> None:  # noqa: ANN001
+async def test_every_readable_order_gets_an_outcome(app) -> None:
     orders = [(event(**change), code, field) for change, code, field in UNCHARGEABLE]
     for body, _, _ in orders:
         await app.bus.publish(body)
@@ -115,7 +115,7 @@ async def test_every_readable_order_gets_an_outcome(app) -> None:  # noqa: ANN00
     assert app.components.gateway.calls == 0  # none of them was charged
 
 
-async def test_http_payment_record_has_the_contract_shape(app) -> None:  # noqa: ANN001
+async def test_http_payment_record_has_the_contract_shape(app) -> None:
     body = event()
     await app.bus.publish(body)
     await app.bus.wait_for([body["orderId"]])
@@ -123,18 +123,34 @@ async def test_http_payment_record_has_the_contract_shape(app) -> None:  # noqa:
     assert response.status_code == 200
     record = response.json()
     assert list(record) == [
-        "id", "orderId", "buyerId", "amount", "currency", "status", "paymentMethod",
-        "transactionId", "failureReason", "createdAt", "processedAt", "refundId", "refundedAt",
+        "id",
+        "orderId",
+        "buyerId",
+        "amount",
+        "currency",
+        "status",
+        "paymentMethod",
+        "transactionId",
+        "failureReason",
+        "createdAt",
+        "processedAt",
+        "refundId",
+        "refundedAt",
     ]
     assert list(record["paymentMethod"]) == [
-        "type", "cardLastFour", "cardBrand", "cardHolderName", "expirationMonth", "expirationYear",
+        "type",
+        "cardLastFour",
+        "cardBrand",
+        "cardHolderName",
+        "expirationMonth",
+        "expirationYear",
     ]
     assert record["status"] == "SUCCEEDED" and record["amount"] == "49.99" and record["failureReason"] is None
     assert record["createdAt"].endswith("Z") and record["processedAt"].endswith("Z")
     assert record["id"] == app.bus.for_order(body["orderId"])[0].body["paymentId"]
 
 
-async def test_http_404_and_400(app) -> None:  # noqa: ANN001
+async def test_http_404_and_400(app) -> None:
     missing = await app.client.get(f"/payments/{next_order_id()}")
     assert missing.status_code == 404 and "error" in missing.json()
     for bad in ["invalid", "0", "-1", "1.5", "99999999999999999999", "9223372036854775808"]:
@@ -143,7 +159,7 @@ async def test_http_404_and_400(app) -> None:  # noqa: ANN001
         assert response.json()["error"]
 
 
-async def test_probes(app) -> None:  # noqa: ANN001
+async def test_probes(app) -> None:
     for path in ("/healthz/startup", "/healthz/liveness", "/healthz"):
         assert (await app.client.get(path)).status_code == 200
     for path in ("/healthz/readiness", "/healthz/ready"):
@@ -155,7 +171,7 @@ async def test_probes(app) -> None:  # noqa: ANN001
     assert metrics.status_code == 200 and "payment_processed_total" in metrics.text
 
 
-async def test_admin_token_guards_payments_but_not_probes(settings_factory) -> None:  # noqa: ANN001
+async def test_admin_token_guards_payments_but_not_probes(settings_factory) -> None:
     async with running_app(settings_factory(admin_token="s3cret")) as app:
         assert (await app.client.get("/payments/1")).status_code == 401
         assert (await app.client.get("/payments/1", headers={"Authorization": "Bearer nope"})).status_code == 401
@@ -168,11 +184,11 @@ async def test_admin_token_guards_payments_but_not_probes(settings_factory) -> N
 class _BrokenLedger(PaymentLedger):
     """A ledger with a bug: every claim fails (not an outage, which would be waited out)."""
 
-    async def claim(self, request, lease_s):  # noqa: ANN001, ANN201
+    async def claim(self, request, lease_s):
         raise RuntimeError("bug in the store")
 
 
-async def test_a_message_failing_twice_is_parked_not_cycled(settings_factory) -> None:  # noqa: ANN001
+async def test_a_message_failing_twice_is_parked_not_cycled(settings_factory) -> None:
     settings = settings_factory()
     ledger = _BrokenLedger(settings.postgres_dsn())
     async with running_app(settings, ledger=ledger) as app, bus_for(settings) as bus:

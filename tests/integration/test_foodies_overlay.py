@@ -178,7 +178,7 @@ def test_pod_has_the_base_hardening_probe_timings_and_shutdown_budget(docs: list
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
     for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
-        timings = lambda probe: {k: v for k, v in probe.items() if k != "httpGet"}  # noqa: E731
+        timings = lambda probe: {k: v for k, v in probe.items() if k != "httpGet"}  # noqa: E731 - a one-line helper
         assert timings(c[kind]) == timings(base_c[kind]), kind
     assert c["resources"] == base_c["resources"]
     assert c["lifecycle"] == base_c["lifecycle"] and c["volumeMounts"] == base_c["volumeMounts"]

@@ -37,19 +37,20 @@ def request(
         buyer_id=buyer,
         amount=Decimal(amount),
         currency=currency,
-        payment_method=method or PaymentMethod(PaymentMethodType.CREDIT_CARD, "4242", CardBrand.VISA, "John Doe", 12, 2030),
+        payment_method=method
+        or PaymentMethod(PaymentMethodType.CREDIT_CARD, "4242", CardBrand.VISA, "John Doe", 12, 2030),
     )
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def cleanup(db):  # noqa: ANN001, ANN201
+async def cleanup(db):
     """Rows left unfinished or unpublished here would be picked up by a later test's reconciler."""
     yield
     await db.execute("DELETE FROM payments WHERE buyer_id LIKE 'buyer-%'")
 
 
 @pytest.fixture(scope="module")
-async def repository(database: str, servers) -> PaymentRepository:  # noqa: ANN001
+async def repository(database: str, servers) -> PaymentRepository:
     from tests.conftest import make_settings
 
     repo = PaymentRepository(make_engine(make_settings(servers).sqlalchemy_url()))
@@ -111,7 +112,7 @@ async def test_find_by_buyer_with_limit_and_offset(repository: PaymentRepository
     assert [p.id for p in page] == sorted(ids, reverse=True)[2:4]  # newest first
 
 
-async def test_concurrent_creates_for_one_order_make_one_row(repository: PaymentRepository, db) -> None:  # noqa: ANN001
+async def test_concurrent_creates_for_one_order_make_one_row(repository: PaymentRepository, db) -> None:
     order_id = next_order_id()
     results = await asyncio.gather(*(repository.create(request(order_id)) for _ in range(10)))
     assert len({p.id for p, _ in results}) == 1
@@ -144,7 +145,7 @@ async def test_currencies_round_trip(repository: PaymentRepository, currency: st
         PaymentMethod(PaymentMethodType.DIGITAL_WALLET),
     ],
 )
-async def test_payment_methods_round_trip(repository: PaymentRepository, ledger: PaymentLedger, method) -> None:  # noqa: ANN001
+async def test_payment_methods_round_trip(repository: PaymentRepository, ledger: PaymentLedger, method) -> None:
     created, _ = await ledger.claim(request(method=method), lease_s=30)
     assert (await repository.find_by_id(created.id)).payment_method == method
 
@@ -163,7 +164,7 @@ async def test_ledger_claim_is_owned_once_and_outcome_recorded_once(ledger: Paym
     assert late.status is PaymentStatus.SUCCEEDED and late.transaction_id == "txn_1"
 
 
-async def test_expired_lease_is_taken_over_once(ledger: PaymentLedger, db) -> None:  # noqa: ANN001
+async def test_expired_lease_is_taken_over_once(ledger: PaymentLedger, db) -> None:
     payment, _ = await ledger.claim(request(), lease_s=30)
     await db.execute("UPDATE payments SET lease_until = now() - interval '1 second' WHERE id = $1", payment.id)
     assert payment.id in await ledger.expired_leases(10_000)
@@ -171,7 +172,7 @@ async def test_expired_lease_is_taken_over_once(ledger: PaymentLedger, db) -> No
     assert sum(t is not None for t in takers) == 1
 
 
-async def test_unpublished_outcomes_are_claimed_then_marked(ledger: PaymentLedger, db) -> None:  # noqa: ANN001
+async def test_unpublished_outcomes_are_claimed_then_marked(ledger: PaymentLedger, db) -> None:
     payment, _ = await ledger.claim(request(), lease_s=30)
     await ledger.record_outcome(payment, ChargeResult.failed(FailureCode.CARD_DECLINED))
     await db.execute("UPDATE payments SET processed_at = now() - interval '1 minute' WHERE id = $1", payment.id)
@@ -187,12 +188,14 @@ async def test_duplicates_inside_one_batch_give_one_owner(ledger: PaymentLedger)
     import uuid as uuid_module
 
     order_id = next_order_id()
-    items = [(request(order_id), uuid_module.uuid4(), 30.0) for _ in range(3)] + [(request(), uuid_module.uuid4(), 30.0)]
+    items = [(request(order_id), uuid_module.uuid4(), 30.0) for _ in range(3)] + [
+        (request(), uuid_module.uuid4(), 30.0)
+    ]
     statements: list[str] = []
     pool = ledger.pool
 
     class CountingPool:
-        async def fetch(self, query: str, *args):  # noqa: ANN002, ANN202
+        async def fetch(self, query: str, *args):
             statements.append(query.split()[0])
             return await pool.fetch(query, *args)
 

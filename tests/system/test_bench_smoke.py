@@ -3,6 +3,7 @@
 Runs ``bench/run_bench.py`` on a few dozen orders against a real service process, the
 local RabbitMQ (private exchange and queue, deleted afterwards) and PostgreSQL.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,10 +47,28 @@ def test_bench_script_smoke(tmp_path: Path) -> None:
         pytest.skip(reason)
     out = tmp_path / "bench.json"
     cmd = [
-        sys.executable, str(BENCH), "--scenario", "flood", "--n", str(N), "--concurrency", "8",
-        "--delay-ms", "0", "--decline-fraction", "0.1", "--isolated",
-        "--db-url", "postgresql://root@127.0.0.1:5432/payments_bench_smoke",
-        "--timeout", "20", "--work-dir", str(tmp_path), "--json-out", str(out), "--quiet",
+        sys.executable,
+        str(BENCH),
+        "--scenario",
+        "flood",
+        "--n",
+        str(N),
+        "--concurrency",
+        "8",
+        "--delay-ms",
+        "0",
+        "--decline-fraction",
+        "0.1",
+        "--isolated",
+        "--db-url",
+        "postgresql://root@127.0.0.1:5432/payments_bench_smoke",
+        "--timeout",
+        "20",
+        "--work-dir",
+        str(tmp_path),
+        "--json-out",
+        str(out),
+        "--quiet",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stderr[-3000:]}\n{proc.stdout[-3000:]}"
@@ -57,8 +76,19 @@ def test_bench_script_smoke(tmp_path: Path) -> None:
     assert json.loads(proc.stdout) == summary
     assert summary["ok"] is True
     run = summary["results"]["flood"]["service"]
-    for key in ("throughput_per_s", "latency_ms", "peak_rss_mib", "startup_s", "outcomes", "missing",
-                "duplicates", "schema_errors", "cpu", "input_queue", "shutdown"):
+    for key in (
+        "throughput_per_s",
+        "latency_ms",
+        "peak_rss_mib",
+        "startup_s",
+        "outcomes",
+        "missing",
+        "duplicates",
+        "schema_errors",
+        "cpu",
+        "input_queue",
+        "shutdown",
+    ):
         assert key in run, key
     assert set(run["latency_ms"]) >= {"p50", "p95", "p99", "max"}
     assert run["missing"] == 0 and run["schema_errors"] == 0 and run["outcome_mismatches"] == 0

@@ -61,7 +61,7 @@ async def consumers_on(url: str, queue: str) -> int:
         await connection.close()
 
 
-async def test_everything_works_as_the_foodies_user(service_process, servers: Servers, foodies_user) -> None:  # noqa: ANN001
+async def test_everything_works_as_the_foodies_user(service_process, servers: Servers, foodies_user) -> None:
     vhost, user, password = foodies_user
     env = service_env(servers, vhost, user, password)
     service = service_process(env)
@@ -80,7 +80,8 @@ async def test_everything_works_as_the_foodies_user(service_process, servers: Se
         assert [m.body for m in parked] == [poison]
         assert parked[0].headers["x-rejection-reason"]
         # The operator's replay, as the same user, from the command line.
-        replay = subprocess.run(
+        replay = await asyncio.to_thread(
+            subprocess.run,
             [str(VENV_BIN / "payment-service"), "dlq", "replay"],
             env={**os.environ, **env},
             capture_output=True,
@@ -99,7 +100,7 @@ async def test_everything_works_as_the_foodies_user(service_process, servers: Se
         await bus.close()
 
 
-async def test_a_channel_error_does_not_stop_consumption(service_process, servers: Servers, foodies_user) -> None:  # noqa: ANN001
+async def test_a_channel_error_does_not_stop_consumption(service_process, servers: Servers, foodies_user) -> None:
     vhost, user, password = foodies_user
     env = service_env(servers, vhost, user, password, payment_fault_inject="channel_error:1")
     service = service_process(env)

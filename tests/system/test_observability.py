@@ -8,8 +8,8 @@ import json
 import re
 import time
 import uuid
-from decimal import Decimal
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import load_settings
-from app.persistence.migrate import create_database_if_missing
 from app.observability.tracing import provider_from_settings, traces_endpoint
+from app.persistence.migrate import create_database_if_missing
 from tests.conftest import bus_for, running_app
 from tests.support import Servers, event
 
@@ -75,7 +75,7 @@ def env_settings(env: dict[str, str]) -> Any:
 
 
 # ------------------------------------------------------------------------------ metrics
-async def test_metrics_change_by_exactly_the_expected_amounts(settings_factory) -> None:  # noqa: ANN001
+async def test_metrics_change_by_exactly_the_expected_amounts(settings_factory) -> None:
     settings = settings_factory(**FAST, RECONCILE_INTERVAL_SECONDS=300)
     ok_1 = event(card="4242", totalAmount="10.00")
     ok_2 = event(card="5555", totalAmount="20.50", currency="EUR")
@@ -94,14 +94,15 @@ async def test_metrics_change_by_exactly_the_expected_amounts(settings_factory) 
 
         async def settled() -> bool:
             current = await scrape(app)
-            return delta(before, current, "payment_processing_seconds_count") == 6 and value(
-                current, "payment_in_flight"
-            ) == 0
+            return (
+                delta(before, current, "payment_processing_seconds_count") == 6
+                and value(current, "payment_in_flight") == 0
+            )
 
         await wait_until(settled, what="six handled messages")
         after = await scrape(app)
 
-    d = lambda name, **labels: delta(before, after, name, **labels)  # noqa: E731
+    d = lambda name, **labels: delta(before, after, name, **labels)  # noqa: E731 - a one-line helper
     assert d("payment_processed_total", outcome="succeeded", failure_code="") == 3
     assert d("payment_processed_total", outcome="failed", failure_code="CARD_DECLINED") == 1
     assert d("payment_processed_total", outcome="replayed", failure_code="CARD_DECLINED") == 1
@@ -136,7 +137,7 @@ async def _depth_is(bus: Any, queue: str, expected: int) -> bool:
     return await bus.queue_depth(queue) == expected
 
 
-async def test_metric_labels_are_bounded(settings_factory) -> None:  # noqa: ANN001
+async def test_metric_labels_are_bounded(settings_factory) -> None:
     """No label carries an order id, a buyer id, an event id or a free-text reason."""
     settings = settings_factory(**FAST, RECONCILE_INTERVAL_SECONDS=300)
     bodies = [event(card=card) for card in ("4242", "0000", "1111", "7777")]
@@ -150,11 +151,27 @@ async def test_metric_labels_are_bounded(settings_factory) -> None:  # noqa: ANN
     ids = {str(b["orderId"]) for b in bodies} | {b["eventId"] for b in bodies} | {"user-uuid-123", "-1"}
     allowed = {
         "outcome": {"succeeded", "failed", "replayed", "refunded"},
-        "failure_code": {"", "INSUFFICIENT_FUNDS", "CARD_DECLINED", "CARD_EXPIRED", "INVALID_CARD",
-                         "FRAUD_SUSPECTED", "GATEWAY_ERROR", "TIMEOUT", "UNKNOWN"},
+        "failure_code": {
+            "",
+            "INSUFFICIENT_FUNDS",
+            "CARD_DECLINED",
+            "CARD_EXPIRED",
+            "INVALID_CARD",
+            "FRAUD_SUSPECTED",
+            "GATEWAY_ERROR",
+            "TIMEOUT",
+            "UNKNOWN",
+        },
         "result": {"ok", "declined", "transient", "timeout", "unusable"},
-        "reason": {"invalid_json", "not_an_object", "missing_order_id", "invalid_order_id", "duplicate_key",
-                   "too_large", "processing_error"},
+        "reason": {
+            "invalid_json",
+            "not_an_object",
+            "missing_order_id",
+            "invalid_order_id",
+            "duplicate_key",
+            "too_large",
+            "processing_error",
+        },
         "routing_key": {"payment.succeeded", "payment.failed", "payment.refunded"},
         "action": {"charged", "republished", "refunded", "expired"},
         "case": {"before_charge", "in_flight", "after_success", "final"},
@@ -189,9 +206,14 @@ async def test_json_log_lines_carry_the_lifecycle_fields_and_never_the_card_hold
 ) -> None:
     holder = f"Zebedee Quux-{uuid.uuid4().hex[:8]}"
     token = f"admin-{uuid.uuid4().hex}"
-    overrides: dict[str, Any] = {**FAST, "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json", "ADMIN_TOKEN": token,
-                                 "RECONCILE_INTERVAL_SECONDS": "1",
-                                 "DB_URL": f"jdbc:postgresql://{servers.db_host}:{servers.db_port}/{private_database}"}
+    overrides: dict[str, Any] = {
+        **FAST,
+        "LOG_LEVEL": "DEBUG",
+        "LOG_FORMAT": "json",
+        "ADMIN_TOKEN": token,
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "DB_URL": f"jdbc:postgresql://{servers.db_host}:{servers.db_port}/{private_database}",
+    }
     db_password = None
     if servers.db_password is None:  # trust authentication: any password is accepted, none may be logged
         db_password = overrides["DB_PASSWORD"] = f"db-{uuid.uuid4().hex}"
@@ -248,7 +270,8 @@ async def test_json_log_lines_carry_the_lifecycle_fields_and_never_the_card_hold
 
     def find(message: str, **fields: Any) -> list[dict[str, Any]]:
         return [
-            line for line in lines
+            line
+            for line in lines
             if line["message"].startswith(message) and all(line.get(k) == v for k, v in fields.items())
         ]
 
@@ -270,11 +293,16 @@ async def test_json_log_lines_carry_the_lifecycle_fields_and_never_the_card_hold
         "payment succeeded", "INFO", lifecycle | {"payment_id", "status", "duration_ms"}, order_id=ok["orderId"]
     )
     assert succeeded["status"] == "SUCCEEDED" and succeeded["event_id"] == ok["eventId"]
-    failed = one("payment failed", "WARNING", lifecycle | {"payment_id", "status", "failure_code", "duration_ms"},
-                 order_id=declined["orderId"])
+    failed = one(
+        "payment failed",
+        "WARNING",
+        lifecycle | {"payment_id", "status", "failure_code", "duration_ms"},
+        order_id=declined["orderId"],
+    )
     assert failed["failure_code"] == "CARD_DECLINED" and failed["status"] == "FAILED"
-    replayed = one("already processed", "INFO", lifecycle | {"payment_id", "status", "failure_code"},
-                   order_id=declined["orderId"])
+    replayed = one(
+        "already processed", "INFO", lifecycle | {"payment_id", "status", "failure_code"}, order_id=declined["orderId"]
+    )
     assert replayed["failure_code"] == "CARD_DECLINED"
     retries = find("charge attempt failed", order_id=flaky["orderId"])
     assert [(r["level"], r["attempt"]) for r in retries] == [("WARNING", 1), ("WARNING", 2)]
@@ -296,8 +324,10 @@ async def test_json_log_lines_carry_the_lifecycle_fields_and_never_the_card_hold
     # At INFO a payment is one line (plus one warning per retry).
     for body, expected in ((ok, 1), (declined, 2), (flaky, 3)):
         info = [
-            line for line in lines
-            if line.get("order_id") == body["orderId"] and line["level"] != "DEBUG"
+            line
+            for line in lines
+            if line.get("order_id") == body["orderId"]
+            and line["level"] != "DEBUG"
             and not line["message"].startswith("reconciled")
         ]
         assert len(info) == expected, info
@@ -335,7 +365,7 @@ INCOMING_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 INCOMING_PARENT = "00f067aa0ba902b7"
 
 
-async def test_one_trace_from_consume_through_charge_to_publish(settings_factory) -> None:  # noqa: ANN001
+async def test_one_trace_from_consume_through_charge_to_publish(settings_factory) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -361,8 +391,10 @@ async def test_one_trace_from_consume_through_charge_to_publish(settings_factory
     assert charge.attributes["payment.gateway.attempts"] == 3
     events = [(e.name, e.attributes.get("attempt"), e.attributes.get("result")) for e in charge.events]
     assert events == [
-        ("gateway attempt", 1, "transient"), ("retry scheduled", 1, "transient"),
-        ("gateway attempt", 2, "transient"), ("retry scheduled", 2, "transient"),
+        ("gateway attempt", 1, "transient"),
+        ("retry scheduled", 1, "transient"),
+        ("gateway attempt", 2, "transient"),
+        ("retry scheduled", 2, "transient"),
         ("gateway attempt", 3, "ok"),
     ]
     publishes = [s for s in spans if s.kind is SpanKind.PRODUCER and "payment.succeeded" in s.name]
@@ -375,7 +407,7 @@ async def test_one_trace_from_consume_through_charge_to_publish(settings_factory
     assert ancestor is process
 
 
-async def test_a_message_without_traceparent_starts_a_trace(settings_factory) -> None:  # noqa: ANN001
+async def test_a_message_without_traceparent_starts_a_trace(settings_factory) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -388,13 +420,16 @@ async def test_a_message_without_traceparent_starts_a_trace(settings_factory) ->
     trace_id = outcome.headers["traceparent"].split("-")[1]
     names = {s.name for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id}
     assert "charge" in names and any(n.endswith(" process") for n in names)
-    [charge] = [s for s in exporter.get_finished_spans() if s.name == "charge"
-                and format(s.context.trace_id, "032x") == trace_id]
+    [charge] = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "charge" and format(s.context.trace_id, "032x") == trace_id
+    ]
     assert charge.attributes["payment.failure_code"] == "CARD_DECLINED"
     assert charge.status.is_ok  # a decline is an answer, not an error
 
 
-async def test_tracing_off_adds_no_middleware_and_no_header(settings_factory) -> None:  # noqa: ANN001
+async def test_tracing_off_adds_no_middleware_and_no_header(settings_factory) -> None:
     settings = settings_factory(**FAST)
     assert provider_from_settings(settings) is None
     body = event()
@@ -424,7 +459,7 @@ class _Collector:
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
@@ -462,8 +497,12 @@ class _Collector:
 async def test_the_service_exports_the_trace_over_otlp_http(service_process: Any, servers: Servers) -> None:
     collector = _Collector()
     try:
-        env = servers.env(**FAST, OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_SERVICE_NAME="payment-otel-test",
-                          OTEL_BSP_SCHEDULE_DELAY="100")
+        env = servers.env(
+            **FAST,
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+            OTEL_SERVICE_NAME="payment-otel-test",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        )
         settings = env_settings(env)
         service = service_process(env)
         await service.wait_ready()
@@ -506,9 +545,9 @@ def test_otlp_endpoint_setting_builds_an_http_exporter(monkeypatch: pytest.Monke
     assert provider is not None
     try:
         assert provider.resource.attributes["service.name"] == "payments-eu"
-        [processor] = provider._active_span_processor._span_processors  # noqa: SLF001
-        exporter = processor._batch_processor._exporter  # noqa: SLF001
-        assert exporter._endpoint == "http://collector:4318/v1/traces"  # noqa: SLF001
+        [processor] = provider._active_span_processor._span_processors
+        exporter = processor._batch_processor._exporter
+        assert exporter._endpoint == "http://collector:4318/v1/traces"
     finally:
         provider.shutdown()
 
@@ -522,8 +561,19 @@ def test_a_bad_otlp_endpoint_is_a_configuration_error() -> None:
 
 # ---------------------------------------------------------------------------- dashboard
 PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-    "offset", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
 }
 
 
@@ -535,7 +585,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
     names = set()
     for match in re.finditer(r"(?<![\w.$])[A-Za-z_:][\w:]*", expr):
-        rest = expr[match.end():].lstrip()
+        rest = expr[match.end() :].lstrip()
         if rest.startswith("(") or match.group() in PROMQL_WORDS:
             continue
         names.add(match.group())
@@ -544,8 +594,12 @@ def metric_names(expr: str) -> set[str]:
 
 def exported_names(text: str) -> set[str]:
     """Every series name the exposition defines, including labelled families without samples yet."""
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-                "summary": ("_sum", "_count", "_created"), "gauge": ("",)}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("_sum", "_count", "_created"),
+        "gauge": ("",),
+    }
     names = set()
     for family in text_string_to_metric_families(text):
         names.add(family.name)
@@ -576,17 +630,25 @@ def test_promql_name_extraction() -> None:
         "payment_processed_total"
     }
     assert metric_names("histogram_quantile(0.99, sum by (le) (rate(a_bucket[5m]))) / clamp_min(b, 1e-9)") == {
-        "a_bucket", "b"
+        "a_bucket",
+        "b",
     }
 
 
-async def test_dashboard_queries_only_reference_exported_metrics(settings_factory) -> None:  # noqa: ANN001
+async def test_dashboard_queries_only_reference_exported_metrics(settings_factory) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     queries = dashboard_queries(dashboard)
     assert len(queries) >= 10
     titles = " ".join(title.lower() for title, _ in queries)
-    for topic in ("throughput", "failures by code", "processing time", "gateway call time", "retries",
-                  "parked", "stuck"):
+    for topic in (
+        "throughput",
+        "failures by code",
+        "processing time",
+        "gateway call time",
+        "retries",
+        "parked",
+        "stuck",
+    ):
         assert topic in titles, f"no panel about {topic}"
     settings = settings_factory(**FAST, RECONCILE_INTERVAL_SECONDS=300)
     bodies = [event(card="4242"), event(card="0000"), event(card="3333")]
@@ -603,6 +665,10 @@ async def test_dashboard_queries_only_reference_exported_metrics(settings_factor
         assert names <= exported, f"{title}: {sorted(names - exported)} not exported ({expr!r})"
     used = set().union(*(metric_names(expr) for _, expr in queries))
     assert {
-        "payment_processed_total", "payment_processing_seconds_bucket", "payment_gateway_call_seconds_bucket",
-        "payment_gateway_retries_total", "payment_parked_messages_total", "payment_stuck",
+        "payment_processed_total",
+        "payment_processing_seconds_bucket",
+        "payment_gateway_call_seconds_bucket",
+        "payment_gateway_retries_total",
+        "payment_parked_messages_total",
+        "payment_stuck",
     } <= used

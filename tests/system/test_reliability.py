@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.conftest import bus_for, make_settings
 from tests.support import Bus, Servers, event, metric_sum, scrape
 
 # Short bounds so that crash recovery is observable within seconds.
@@ -74,7 +72,12 @@ async def test_retries_follow_the_card_table(service_process, servers: Servers) 
     await service.wait_ready()
     bus = await open_bus(env, servers)
     try:
-        cards = {"3333": event(card="3333"), "4444": event(card="4444"), "6666": event(card="6666"), "0000": event(card="0000")}
+        cards = {
+            "3333": event(card="3333"),
+            "4444": event(card="4444"),
+            "6666": event(card="6666"),
+            "0000": event(card="0000"),
+        }
         for body in cards.values():
             await bus.publish(body)
         await bus.wait_for([b["orderId"] for b in cards.values()], timeout=30)
@@ -101,7 +104,7 @@ async def test_retries_follow_the_card_table(service_process, servers: Servers) 
 
 
 # ------------------------------------------------------------------------------ crashes
-async def test_kill_9_mid_flood_then_restart_settles_every_order(service_process, servers: Servers, db) -> None:  # noqa: ANN001
+async def test_kill_9_mid_flood_then_restart_settles_every_order(service_process, servers: Servers, db) -> None:
     env = servers.env(**fast(CONSUMER_CONCURRENCY="32"))
     first = service_process(env)
     await first.wait_ready()
@@ -116,7 +119,9 @@ async def test_kill_9_mid_flood_then_restart_settles_every_order(service_process
                 break
             await asyncio.sleep(0.05)
         first.kill()
-        assert 0 < len({o.body["orderId"] for o in bus.outcomes}) < len(bodies), "the kill came too late to test anything"
+        assert 0 < len({o.body["orderId"] for o in bus.outcomes}) < len(bodies), (
+            "the kill came too late to test anything"
+        )
         second = service_process(env)
         await second.wait_ready()
         await assert_every_order_settled(db, bus, [b["orderId"] for b in bodies], timeout=60)
@@ -128,7 +133,7 @@ async def test_kill_9_mid_flood_then_restart_settles_every_order(service_process
 
 @pytest.mark.parametrize("point", ["after_claim", "during_charge", "after_commit", "after_publish", "before_ack"])
 async def test_crash_at_each_point_then_restart_settles_every_order(
-    point: str, service_process, servers: Servers, db  # noqa: ANN001
+    point: str, service_process, servers: Servers, db
 ) -> None:
     env = servers.env(**fast(CONSUMER_CONCURRENCY="4"))
     crashing = service_process({**env, "PAYMENT_FAULT_INJECT": f"{point}:3"})
@@ -162,7 +167,7 @@ async def test_crash_at_each_point_then_restart_settles_every_order(
 
 
 # --------------------------------------------------------------------------- duplicates
-async def test_same_event_30_times_at_once_charges_once(service_process, servers: Servers, db) -> None:  # noqa: ANN001
+async def test_same_event_30_times_at_once_charges_once(service_process, servers: Servers, db) -> None:
     env = servers.env(**fast(PAYMENT_DELAY_MS="200", CONSUMER_CONCURRENCY="32"))
     service = service_process(env)
     await service.wait_ready()
@@ -185,7 +190,7 @@ async def test_same_event_30_times_at_once_charges_once(service_process, servers
         await bus.close()
 
 
-async def test_two_replicas_every_event_twice_one_payment_per_order(service_process, servers: Servers, db) -> None:  # noqa: ANN001
+async def test_two_replicas_every_event_twice_one_payment_per_order(service_process, servers: Servers, db) -> None:
     env = servers.env(**fast(PAYMENT_DELAY_MS="5"))
     replicas = [service_process(dict(env)), service_process(dict(env))]
     for replica in replicas:
@@ -206,7 +211,9 @@ async def test_two_replicas_every_event_twice_one_payment_per_order(service_proc
 
 
 # ------------------------------------------------------------------------------ shutdown
-async def test_sigterm_during_flood_exits_0_within_grace_and_loses_nothing(service_process, servers: Servers, db) -> None:  # noqa: ANN001
+async def test_sigterm_during_flood_exits_0_within_grace_and_loses_nothing(
+    service_process, servers: Servers, db
+) -> None:
     env = servers.env(**fast(PAYMENT_DELAY_MS="100", CONSUMER_CONCURRENCY="16", SHUTDOWN_GRACE_SECONDS="5"))
     first = service_process(env)
     await first.wait_ready()
@@ -278,8 +285,10 @@ async def test_readiness_is_503_until_started(service_process, servers: Servers)
 def _local_servers_controllable(servers: Servers) -> bool:
     import shutil
 
-    return servers.amqp_host in ("127.0.0.1", "localhost") and bool(shutil.which("rabbitmqctl")) and bool(
-        shutil.which("pg_ctlcluster")
+    return (
+        servers.amqp_host in ("127.0.0.1", "localhost")
+        and bool(shutil.which("rabbitmqctl"))
+        and bool(shutil.which("pg_ctlcluster"))
     )
 
 
@@ -291,7 +300,7 @@ async def _run(*command: str) -> None:
     assert process.returncode == 0, f"{command}: {output.decode(errors='replace')}"
 
 
-async def _wait_readiness(service, code: int, timeout: float) -> None:  # noqa: ANN001
+async def _wait_readiness(service, code: int, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
@@ -304,12 +313,12 @@ async def _wait_readiness(service, code: int, timeout: float) -> None:  # noqa: 
 def _cpu_seconds(pid: int) -> float:
     import os
 
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115 - a /proc read
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.slow
-async def test_rabbitmq_restart_reconnects_and_loses_nothing(service_process, servers: Servers, db) -> None:  # noqa: ANN001
+async def test_rabbitmq_restart_reconnects_and_loses_nothing(service_process, servers: Servers, db) -> None:
     if not _local_servers_controllable(servers):
         pytest.skip("needs the local RabbitMQ and rabbitmqctl")
     env = servers.env(**fast(PAYMENT_DELAY_MS="50"))
@@ -337,7 +346,9 @@ async def test_rabbitmq_restart_reconnects_and_loses_nothing(service_process, se
 
 
 @pytest.mark.slow
-async def test_postgresql_stop_holds_messages_without_spinning_then_resumes(service_process, servers: Servers, db) -> None:  # noqa: ANN001
+async def test_postgresql_stop_holds_messages_without_spinning_then_resumes(
+    service_process, servers: Servers, db
+) -> None:
     if not _local_servers_controllable(servers):
         pytest.skip("needs the local PostgreSQL and pg_ctlcluster")
     import os
@@ -372,7 +383,7 @@ async def test_postgresql_stop_holds_messages_without_spinning_then_resumes(serv
         await bus.close()
 
 
-async def test_start_up_waits_for_postgresql_and_rabbitmq(service_process, servers: Servers, db) -> None:  # noqa: ANN001
+async def test_start_up_waits_for_postgresql_and_rabbitmq(service_process, servers: Servers, db) -> None:
     """Neither server answers at first: the process waits (no crash, no restart needed), then
     comes up and processes when they appear."""
     from tests.support import TcpProxy

@@ -49,15 +49,35 @@ def test_asyncapi_names_the_topology_and_payloads() -> None:
         addresses
     )
     text = (ROOT / "asyncapi.yaml").read_text()
-    assert "name: payment.stock-confirmed" in text and "name: payment.order-cancelled" in text and "name: foodies" in text
+    assert (
+        "name: payment.stock-confirmed" in text and "name: payment.order-cancelled" in text and "name: foodies" in text
+    )
     schemas = spec["components"]["schemas"]
     assert {"OrderStockConfirmedEvent", "OrderCancelledEvent", "PaymentRefundedEvent"} <= set(schemas)
     assert set(schemas["OrderPaymentSucceededEvent"]["properties"]) == {
-        "eventId", "orderId", "paymentId", "transactionId", "amount", "currency", "processedAt"
+        "eventId",
+        "orderId",
+        "paymentId",
+        "transactionId",
+        "amount",
+        "currency",
+        "processedAt",
     }
     assert set(schemas["OrderPaymentFailedEvent"]["properties"]) == {
-        "eventId", "orderId", "failureReason", "failureCode", "occurredAt"
+        "eventId",
+        "orderId",
+        "failureReason",
+        "failureCode",
+        "occurredAt",
     }
     assert set(schemas["PaymentRefundedEvent"]["properties"]) == {
-        "eventId", "orderId", "paymentId", "transactionId", "refundId", "amount", "currency", "reason", "refundedAt"
+        "eventId",
+        "orderId",
+        "paymentId",
+        "transactionId",
+        "refundId",
+        "amount",
+        "currency",
+        "reason",
+        "refundedAt",
     }

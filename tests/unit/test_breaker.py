@@ -20,7 +20,7 @@ class Clock:
 
 def breaker_on(clock: Clock, **options: float) -> tuple[CircuitBreaker, list[CircuitState]]:
     changes: list[CircuitState] = []
-    breaker = CircuitBreaker(open_seconds=10, clock=clock, on_change=changes.append, **options)  # type: ignore[arg-type]
+    breaker = CircuitBreaker(open_seconds=10, clock=clock, on_change=changes.append, **options)  # type: ignore[arg-type]  # test options by keyword
     return breaker, changes
 
 

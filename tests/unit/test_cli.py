@@ -127,7 +127,7 @@ def test_no_command_serves(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fake_gateway_delegates_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
     fake = types.ModuleType("app.gateway.fake_server")
-    fake.main = lambda argv: calls.append(argv) or 3  # type: ignore[attr-defined]
+    fake.main = lambda argv: calls.append(argv) or 3  # type: ignore[attr-defined]  # a stand-in module
     monkeypatch.setitem(sys.modules, "app.gateway.fake_server", fake)
     assert cli.main(["fake-gateway", "--port", "9099"]) == 3
     assert calls == [["--host", "127.0.0.1", "--port", "9099"]]

@@ -21,7 +21,7 @@ def test_jdbc_url_is_converted_and_credentials_override() -> None:
 
 
 @pytest.mark.parametrize(
-    "url, dsn",
+    ("url", "dsn"),
     [
         ("postgresql://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
         ("postgresql+asyncpg://u@h/db", "postgresql://u@h:5432/db"),
@@ -48,7 +48,7 @@ def test_admin_tokens_are_comma_separated() -> None:
 
 
 @pytest.mark.parametrize(
-    "variable, value",
+    ("variable", "value"),
     [
         ("PORT", "abc"),
         ("PORT", "70000"),
@@ -74,12 +74,10 @@ def test_lease_must_outlast_the_longest_charge() -> None:
         load_settings(payment_lease_seconds=5, payment_gateway_timeout_ms=5000)
 
 
-@pytest.mark.parametrize("variable, value", [("PORT", "abc"), ("PAYMENT_DELAY_MS", "-5"), ("DB_URL", "nonsense")])
+@pytest.mark.parametrize(("variable", "value"), [("PORT", "abc"), ("PAYMENT_DELAY_MS", "-5"), ("DB_URL", "nonsense")])
 def test_bad_setting_stops_the_command_with_one_line(variable: str, value: str) -> None:
     env = {**os.environ, variable: value}
-    done = subprocess.run(
-        [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

@@ -14,6 +14,10 @@ def test_every_setting_is_documented_and_every_documented_variable_exists() -> N
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", DOC.read_text()))
     variables = {variable for variable, _, _ in settings_rows()}
     assert variables - documented == set(), "settings missing from docs/configuration.md"
-    tables = {name for line in DOC.read_text().splitlines() if line.startswith("| `") for name in
-              re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
+    tables = {
+        name
+        for line in DOC.read_text().splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])
+    }
     assert tables - variables == set(), "docs/configuration.md lists variables the service does not read"

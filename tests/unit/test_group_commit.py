@@ -38,7 +38,7 @@ async def test_a_failing_item_fails_alone() -> None:
 
     committer = GroupCommitter(run_batch, run_one, writers=1)
     results = await asyncio.gather(*(committer.submit(i) for i in range(20)), return_exceptions=True)
-    assert [r for r in results if isinstance(r, Exception)][0].args == ("bad item 13",)
+    assert next(r for r in results if isinstance(r, Exception)).args == ("bad item 13",)
     assert [r for r in results if not isinstance(r, Exception)] == [i for i in range(20) if i != 13]
 
 

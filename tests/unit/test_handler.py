@@ -17,27 +17,39 @@ from app.messaging.topology import ORDER_CANCELLED_KEY, STOCK_CONFIRMED_KEY
 from tests.fakes import InMemoryPaymentStore
 from tests.support import FAILED_KEYS, SUCCEEDED_KEYS, event
 
-REFUNDED_KEYS = {"eventId", "orderId", "paymentId", "transactionId", "refundId", "amount", "currency", "reason", "refundedAt"}
+REFUNDED_KEYS = {
+    "eventId",
+    "orderId",
+    "paymentId",
+    "transactionId",
+    "refundId",
+    "amount",
+    "currency",
+    "reason",
+    "refundedAt",
+}
 
 
 @pytest.fixture
-def parts():  # noqa: ANN201 - the wired components
+def parts():
     settings = load_settings(payment_delay_ms=0)
     return build(settings, ledger=InMemoryPaymentStore(), gateway=SimulatedGateway(delay_ms=0))
 
 
-def published(parts, routing_key: str) -> list[dict]:  # noqa: ANN001
+def published(parts, routing_key: str) -> list[dict]:
     mock = parts.outcomes.publishers[routing_key].mock
     # The test broker hands the mock the decoded JSON body.
-    return [call.args[0] if isinstance(call.args[0], dict) else json.loads(call.args[0]) for call in mock.call_args_list]
+    return [
+        call.args[0] if isinstance(call.args[0], dict) else json.loads(call.args[0]) for call in mock.call_args_list
+    ]
 
 
-async def send(broker, parts, body, routing_key: str = STOCK_CONFIRMED_KEY) -> None:  # noqa: ANN001
+async def send(broker, parts, body, routing_key: str = STOCK_CONFIRMED_KEY) -> None:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     await broker.publish(raw, exchange=parts.topology.exchange, routing_key=routing_key)
 
 
-async def test_success_publishes_payment_succeeded_with_exact_keys(parts) -> None:  # noqa: ANN001
+async def test_success_publishes_payment_succeeded_with_exact_keys(parts) -> None:
     async with TestRabbitBroker(parts.broker) as broker:
         body = event(card="1111")  # 4111 1111 1111 1111 succeeds
         await send(broker, parts, body)
@@ -47,7 +59,7 @@ async def test_success_publishes_payment_succeeded_with_exact_keys(parts) -> Non
         assert published(parts, "payment.failed") == []
 
 
-async def test_decline_publishes_payment_failed(parts) -> None:  # noqa: ANN001
+async def test_decline_publishes_payment_failed(parts) -> None:
     async with TestRabbitBroker(parts.broker) as broker:
         await send(broker, parts, event(card="0000"))
         [outcome] = published(parts, "payment.failed")
@@ -55,14 +67,14 @@ async def test_decline_publishes_payment_failed(parts) -> None:  # noqa: ANN001
         assert (outcome["failureCode"], outcome["failureReason"]) == ("CARD_DECLINED", "Card declined")
 
 
-async def test_unchargeable_order_fails_with_a_reason_instead_of_parking(parts) -> None:  # noqa: ANN001
+async def test_unchargeable_order_fails_with_a_reason_instead_of_parking(parts) -> None:
     async with TestRabbitBroker(parts.broker) as broker:
         await send(broker, parts, event(totalAmount="1e3"))
         [outcome] = published(parts, "payment.failed")
         assert (outcome["failureCode"], outcome["failureReason"]) == ("UNKNOWN", "Invalid totalAmount")
 
 
-async def test_same_event_twice_publishes_the_same_outcome(parts) -> None:  # noqa: ANN001
+async def test_same_event_twice_publishes_the_same_outcome(parts) -> None:
     async with TestRabbitBroker(parts.broker) as broker:
         raw = json.dumps(event()).encode()
         await send(broker, parts, raw)
@@ -71,7 +83,7 @@ async def test_same_event_twice_publishes_the_same_outcome(parts) -> None:  # no
         assert first == second  # same paymentId, transactionId and eventId
 
 
-async def test_unreadable_message_is_parked_and_not_charged(parts) -> None:  # noqa: ANN001
+async def test_unreadable_message_is_parked_and_not_charged(parts) -> None:
     parked: list[tuple[bytes, dict]] = []
 
     lot = parts.topology.stock_confirmed
@@ -87,11 +99,11 @@ async def test_unreadable_message_is_parked_and_not_charged(parts) -> None:  # n
         await send(broker, parts, event(orderId=-5))
         assert published(parts, "payment.succeeded") == published(parts, "payment.failed") == []
         assert parts.ledger.payments == {}
-        assert [body for body, _ in parked][0] == b"{not json"
+        assert next(body for body, _ in parked) == b"{not json"
         assert len(parked) == 2 and all(headers["x-rejection-reason"] for _, headers in parked)
 
 
-async def test_cancel_after_success_publishes_payment_refunded(parts) -> None:  # noqa: ANN001
+async def test_cancel_after_success_publishes_payment_refunded(parts) -> None:
     async with TestRabbitBroker(parts.broker) as broker:
         body = event()
         await send(broker, parts, body)
@@ -102,7 +114,7 @@ async def test_cancel_after_success_publishes_payment_refunded(parts) -> None:  
         assert refunded["reason"] == "Customer changed their mind" and refunded["refundId"].startswith("re_")
 
 
-async def test_cancel_before_stock_confirmed_means_never_charged_and_nothing_published(parts) -> None:  # noqa: ANN001
+async def test_cancel_before_stock_confirmed_means_never_charged_and_nothing_published(parts) -> None:
     async with TestRabbitBroker(parts.broker) as broker:
         body = event()
         await send(broker, parts, {"orderId": body["orderId"], "reason": "changed mind"}, ORDER_CANCELLED_KEY)

@@ -28,7 +28,7 @@ def cancel(order_id: int) -> OrderCancellation:
     return OrderCancellation(order_id=order_id, buyer_id="buyer-1", reason="Customer changed their mind")
 
 
-def wire(delay_ms: int = 0):  # noqa: ANN201 - a tuple of test parts
+def wire(delay_ms: int = 0):
     store = InMemoryPaymentStore()
     gateway = CountingGateway(SimulatedGateway(delay_ms=delay_ms))
     charger = RetryingCharger(gateway, RetryPolicy(max_attempts=3, timeout_s=2, base_delay_s=0.001, max_delay_s=0.002))
@@ -38,7 +38,7 @@ def wire(delay_ms: int = 0):  # noqa: ANN201 - a tuple of test parts
 
 
 async def test_cancel_before_stock_confirmed_records_cancelled_and_never_charges() -> None:
-    payments, refunds, store, gateway, _ = wire()
+    payments, refunds, _store, gateway, _ = wire()
     result = await refunds.cancel(cancel(1))
     assert (result.case, result.payment.status) == ("before_charge", PaymentStatus.CANCELLED)
     later = await payments.process(request(1))
@@ -48,7 +48,7 @@ async def test_cancel_before_stock_confirmed_records_cancelled_and_never_charges
 
 
 async def test_cancel_during_the_charge_refunds_instead_of_announcing_success() -> None:
-    payments, refunds, store, gateway, seen = wire(delay_ms=200)
+    payments, refunds, _store, gateway, seen = wire(delay_ms=200)
     charging = asyncio.create_task(payments.process(request(2)))
     await asyncio.sleep(0.05)  # the charge is in flight
     result = await refunds.cancel(cancel(2))
@@ -61,7 +61,7 @@ async def test_cancel_during_the_charge_refunds_instead_of_announcing_success() 
 
 
 async def test_cancel_after_success_refunds_once_even_when_delivered_twice() -> None:
-    payments, refunds, store, gateway, _ = wire()
+    payments, refunds, _store, gateway, _ = wire()
     await payments.process(request(3))
     first, second = await refunds.cancel(cancel(3)), await refunds.cancel(cancel(3))
     assert (first.case, first.payment.status) == ("after_success", PaymentStatus.REFUNDED)
@@ -71,7 +71,7 @@ async def test_cancel_after_success_refunds_once_even_when_delivered_twice() -> 
 
 
 async def test_cancel_after_failure_does_nothing() -> None:
-    payments, refunds, store, gateway, _ = wire()
+    payments, refunds, _store, gateway, _ = wire()
     await payments.process(request(4, card="0000"))
     result = await refunds.cancel(cancel(4))
     assert (result.case, result.payment.status) == ("final", PaymentStatus.FAILED)
@@ -79,7 +79,7 @@ async def test_cancel_after_failure_does_nothing() -> None:
 
 
 async def test_declined_refund_leaves_succeeded_and_nothing_to_announce() -> None:
-    payments, refunds, store, gateway, seen = wire()
+    payments, refunds, _store, _gateway, seen = wire()
     await payments.process(request(5, card="8888"))
     result = await refunds.cancel(cancel(5))
     assert result.payment.status is PaymentStatus.SUCCEEDED
@@ -89,10 +89,10 @@ async def test_declined_refund_leaves_succeeded_and_nothing_to_announce() -> Non
 
 
 async def test_operator_refund_cases() -> None:
-    payments, refunds, store, gateway, _ = wire()
+    payments, refunds, _store, gateway, _ = wire()
     announced = []
 
-    async def announce(payment):  # noqa: ANN001, ANN202
+    async def announce(payment):
         announced.append(payment.status)
         return True
 

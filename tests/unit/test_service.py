@@ -30,10 +30,12 @@ def request(order_id: int = 1, card: str | None = "4242") -> PaymentRequest:
     )
 
 
-def make_service(gateway=None, store=None):  # noqa: ANN001, ANN201
+def make_service(gateway=None, store=None):
     store = store or InMemoryPaymentStore()
     gateway = gateway or CountingGateway(SimulatedGateway(delay_ms=0))
-    charger = RetryingCharger(gateway, RetryPolicy(max_attempts=3, timeout_s=0.2, base_delay_s=0.001, max_delay_s=0.002))
+    charger = RetryingCharger(
+        gateway, RetryPolicy(max_attempts=3, timeout_s=0.2, base_delay_s=0.001, max_delay_s=0.002)
+    )
     return PaymentService(store, charger, RefundService(store, charger), lease_s=30), store, gateway
 
 
@@ -66,7 +68,7 @@ async def test_declined_card_stores_failed_with_reason() -> None:
 
 
 async def test_gateway_exception_stores_failed_gateway_error() -> None:
-    service, store, _ = make_service(gateway=ExplodingGateway())
+    service, _store, _ = make_service(gateway=ExplodingGateway())
     result = await service.process(request(4))
     assert result.payment.status is PaymentStatus.FAILED
     assert result.payment.failure_code is FailureCode.GATEWAY_ERROR
@@ -111,7 +113,7 @@ async def test_rejected_request_fails_without_a_charge() -> None:
 
     from app.domain import Rejection
 
-    service, store, gateway = make_service()
+    service, _store, gateway = make_service()
     rejected = replace(request(20), amount=None, rejection=Rejection(FailureCode.UNKNOWN, "Invalid totalAmount"))
     result = await service.process(rejected)
     assert (result.payment.status, result.payment.failure_code) == (PaymentStatus.FAILED, FailureCode.UNKNOWN)
@@ -126,7 +128,9 @@ async def test_conflicting_duplicate_is_not_charged_and_is_reported() -> None:
     store = InMemoryPaymentStore()
     gateway = CountingGateway(SimulatedGateway(delay_ms=0))
     charger = RetryingCharger(gateway, RetryPolicy(max_attempts=1, timeout_s=1, base_delay_s=0.001, max_delay_s=0.002))
-    service = PaymentService(store, charger, RefundService(store, charger), on_conflict=lambda o, f: conflicts.append((o, f)))
+    service = PaymentService(
+        store, charger, RefundService(store, charger), on_conflict=lambda o, f: conflicts.append((o, f))
+    )
     await service.process(request(21))
     second = await service.process(replace(request(21), amount=Decimal("50.00"), buyer_id="someone-else"))
     assert second.disposition is Disposition.ALREADY_PROCESSED
