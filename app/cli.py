@@ -1,7 +1,7 @@
 """The `payment-service` command: serve (the default), migrate, dlq, refund and fake-gateway.
 
     payment-service [serve]         run the service (HTTP + consumers) in the foreground
-    payment-service migrate [--create-database]
+    payment-service migrate [--create-database | --downgrade-to REVISION]
     payment-service dlq list|replay [--queue stock-confirmed|order-cancelled] [--limit N]
     payment-service refund ORDER_ID [--reason TEXT]
     payment-service fake-gateway [--host H] [--port 8090]
@@ -66,9 +66,13 @@ def serve(settings: Settings) -> int:
     return 0 if server.started else 1
 
 
-async def _migrate(settings: Settings, create_database: bool) -> None:
-    from app.persistence.migrate import create_database_if_missing, migrate
+async def _migrate(settings: Settings, create_database: bool, downgrade_to: str | None = None) -> None:
+    from app.persistence.migrate import create_database_if_missing, downgrade, migrate
 
+    if downgrade_to is not None:
+        await downgrade(settings.sqlalchemy_url(), downgrade_to)
+        print(f"downgraded to {downgrade_to}")
+        return
     if create_database:
         created = await create_database_if_missing(settings.postgres_dsn("postgres"), settings.database_name)
         print(f"database {settings.database_name}: {'created' if created else 'exists'}")
@@ -78,7 +82,7 @@ async def _migrate(settings: Settings, create_database: bool) -> None:
 
 def _run_migrate(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        asyncio.run(_migrate(settings, args.create_database))
+        asyncio.run(_migrate(settings, args.create_database, args.downgrade_to))
     except Exception as error:  # noqa: BLE001 - any failure becomes one line for the operator
         print(f"migration failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
@@ -181,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--create-database", action="store_true", help="create the database if it is missing")
+    migrate.add_argument(
+        "--downgrade-to",
+        metavar="REVISION",
+        help='undo migrations down to REVISION ("base" hands an adopted Kotlin table back in its V1 shape)',
+    )
     _add_dlq(commands)
     refund = commands.add_parser("refund", help="refund a successful payment (exit 0 when refunded)")
     refund.add_argument("order_id", metavar="ORDER_ID", type=bounded_int(1, MAX_ORDER_ID), help="the order's id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from decimal import Decimal
 
 import asyncpg
@@ -265,3 +266,21 @@ async def fetch_rows_of(dsn: str, table: str) -> list[dict]:
         return [dict(r) for r in await connection.fetch(f"SELECT * FROM {table} ORDER BY 1")]
     finally:
         await connection.close()
+
+
+async def test_the_command_line_downgrades_for_a_rollback(servers: Servers) -> None:
+    """`payment-service migrate --downgrade-to REVISION`, as the runbook's rollback runs it."""
+    async with scratch_database(servers, "cli") as db:
+        await migrate(db.url)
+        env = {**os.environ, "DB_URL": db.jdbc_url, "DB_USERNAME": servers.db_user}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(VENV_BIN / "payment-service"), "migrate", "--downgrade-to", "0001"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "downgraded to 0001" in done.stdout
+        assert await _version(db.dsn) == ["0001"]
