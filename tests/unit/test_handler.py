@@ -15,19 +15,7 @@ from app.config import load_settings
 from app.gateway import SimulatedGateway
 from app.messaging.topology import ORDER_CANCELLED_KEY, STOCK_CONFIRMED_KEY
 from tests.fakes import InMemoryPaymentStore
-from tests.support import FAILED_KEYS, SUCCEEDED_KEYS, event
-
-REFUNDED_KEYS = {
-    "eventId",
-    "orderId",
-    "paymentId",
-    "transactionId",
-    "refundId",
-    "amount",
-    "currency",
-    "reason",
-    "refundedAt",
-}
+from tests.support import FAILED_KEYS, REFUNDED_KEYS, SUCCEEDED_KEYS, event
 
 
 @pytest.fixture
