@@ -399,3 +399,50 @@ class TcpProxy:
         if self.server is not None:
             self.server.close()
             self.server = None
+
+
+async def payment_record(url: str, order_id: int) -> dict[str, Any] | None:
+    """GET /payments/{orderId} of a service at `url`: the record, or None when there is none."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        answer = await client.get(f"{url}/payments/{order_id}")
+    return answer.json() if answer.status_code == 200 else None
+
+
+async def wait_for_status(url: str, order_id: int, status: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The order's payment record once it has `status` (polled every 50 ms)."""
+    deadline = time.monotonic() + timeout
+    found = None
+    while time.monotonic() < deadline:
+        found = await payment_record(url, order_id)
+        if found is not None and found["status"] == status:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"order {order_id} never reached {status} within {timeout}s: {found}")
+
+
+async def wait_for_metric(urls: list[str], name: str, at_least: float, timeout: float = 15.0, **labels: str) -> float:
+    """The sample summed over the services at `urls`, once it reaches `at_least`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        total = sum([metric_sum(await scrape(url), name, **labels) for url in urls])
+        if total >= at_least:
+            return total
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}{labels} stayed at {total} within {timeout}s, expected {at_least}")
+        await asyncio.sleep(0.1)
+
+
+async def run_command(env: dict[str, str], *args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """`payment-service ARGS` with a service's environment, as (exit code, stdout, stderr). Asynchronous,
+    so that servers running in the caller's event loop (a fake gateway) keep answering meanwhile."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENT_", "RABBITMQ_", "DB_"))}
+    process = await asyncio.create_subprocess_exec(
+        str(VENV_BIN / "payment-service"),
+        *args,
+        env={**environment, **env},
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    return process.returncode or 0, out.decode(), err.decode()
