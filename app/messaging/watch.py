@@ -3,8 +3,9 @@
 aio-pika reopens a channel the broker closed, but a repeated channel error can leave it
 closed for good — with no consumer on the queue while every probe looked healthy. This
 watch looks at the channel every second; readiness reports DOWN while it is closed, and
-if it stays closed past a short grace period the broker connection is restarted, which
-declares and consumes again.
+if it stays closed past a short grace period while the broker answers, the broker
+connection is restarted, which declares and consumes again. (A lost connection is left to
+aio-pika's own reconnection.)
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class ConsumerWatch:
 
     async def check(self) -> None:
         if self.healthy:
+            self._closed_since = None
+            return
+        if not await self.broker.ping(timeout=1.0):
+            # The connection itself is down: aio-pika reconnects and reopens the channels.
             self._closed_since = None
             return
         now = time.monotonic()

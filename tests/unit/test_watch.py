@@ -17,6 +17,10 @@ class FakeBroker:
     def __init__(self) -> None:
         self.channel = FakeChannel()
         self.restarts: list[str] = []
+        self.answers = True
+
+    async def ping(self, timeout: float) -> bool:
+        return self.answers
 
     async def declare_queue(self, queue: Any) -> Any:
         return type("Declared", (), {"channel": self.channel})()
@@ -54,3 +58,13 @@ async def test_a_channel_that_reopens_by_itself_is_left_alone() -> None:
     await watch.check()
     await watch.check()
     assert broker.restarts == [] and watch.healthy
+
+
+async def test_a_lost_connection_is_left_to_the_client_s_reconnection() -> None:
+    broker = FakeBroker()
+    watch = ConsumerWatch(broker, queues=[object()], grace_s=0.0)  # type: ignore[arg-type]  # fakes
+    await watch._attach()
+    broker.channel.is_closed, broker.answers = True, False
+    for _ in range(3):
+        await watch.check()
+    assert broker.restarts == [] and not watch.healthy
