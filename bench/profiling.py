@@ -1,0 +1,149 @@
+"""Sampling the process under test with py-spy, and summing its stacks into where the CPU went.
+
+Three views of the same samples: by leaf frame (self), by frame anywhere on the stack
+(inclusive), and by *site*: the innermost frame in the service's own code (`app/`) paired
+with the package the leaf frame belongs to, e.g. `PaymentLedger._claim_many` × `asyncpg`.
+Samples in which a thread waits (a lock, a queue, select/poll) are counted apart, not as CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from infra import SetupError, tail
+
+_WAIT_LEAVES = ("Condition.wait", "Event.wait", "Queue.get", "select (", "poll (", "_worker (")
+_FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
+_PACKAGE = re.compile(r"\(([^/()]+)/")
+
+
+def pyspy_path() -> str | None:
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def frame_key(frame: str) -> str:
+    """'func (path/to/pkg/mod.py:123)' -> 'func (pkg/mod.py)'."""
+    m = _FRAME.match(frame)
+    if not m:
+        return frame
+    func, path = m.groups()
+    for marker in ("site-packages/", "/app/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "/app/":
+                path = "app/" + path
+            break
+    return f"{func} ({path})"
+
+
+def package_of(frame: str) -> str:
+    m = _PACKAGE.search(frame)
+    return m.group(1) if m else frame.rsplit("(", 1)[-1].rstrip(")")
+
+
+def site_of(frames: list[str]) -> str:
+    """The innermost frame in the service's own code (the caller that caused the work)."""
+    for frame in reversed(frames):
+        if "(app/" in frame:
+            return frame.split(" (", 1)[0]
+    return "(outside app/)"
+
+
+def read_stacks(raw_path: Path) -> list[tuple[list[str], int]]:
+    """(frames root first, sample count) of a py-spy raw (collapsed stacks) file."""
+    stacks = []
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [frame_key(f) for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if frames:
+            stacks.append((frames, int(count)))
+    return stacks
+
+
+def summarize_profile(raw_path: Path, top: int = 25) -> dict:
+    """Top self, inclusive, by-package and by-site shares (percent of CPU samples)."""
+    try:
+        stacks = read_stacks(raw_path)
+    except OSError:
+        return {"error": f"no profile written to {raw_path}"}
+    self_c: Counter = Counter()
+    incl: Counter = Counter()
+    pkg: Counter = Counter()
+    site: Counter = Counter()
+    site_pkg: Counter = Counter()
+    total = waiting = 0
+    for frames, n in stacks:
+        if any(w in frames[-1] for w in _WAIT_LEAVES):
+            waiting += n  # a thread blocked in a lock or queue: not CPU work
+            continue
+        total += n
+        self_c[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+        leaf_pkg = package_of(frames[-1])
+        pkg[leaf_pkg] += n
+        where = site_of(frames)
+        site[where] += n
+        site_pkg[f"{where} × {leaf_pkg}"] += n
+
+    def pct(c: Counter, limit: int = top) -> list[list]:
+        return [[k, round(100.0 * v / total, 1)] for k, v in c.most_common(limit)] if total else []
+
+    return {
+        "samples": total,
+        "blocked_thread_samples": waiting,
+        "raw": str(raw_path),
+        "self_pct": pct(self_c),
+        "inclusive_pct": pct(incl, 2 * top),
+        "self_pct_by_package": pct(pkg),
+        "by_site_pct": pct(site),
+        "by_site_and_package_pct": pct(site_pkg, 2 * top),
+    }
+
+
+class Profiler:
+    """py-spy recording one process (and its children) until `stop()`."""
+
+    def __init__(self, args: argparse.Namespace, pid: int, label: str, kind: str):
+        exe = pyspy_path()
+        if exe is None:
+            raise SetupError("--profile needs py-spy (pip install py-spy)")
+        self.raw = Path(args.work_dir) / f"{label}.{kind}.pyspy.txt"
+        self.raw.unlink(missing_ok=True)
+        self.err = Path(args.work_dir) / f"{label}.{kind}.pyspy.log"
+        cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "-o", str(self.raw)]
+        cmd += ["--rate", str(args.profile_rate), "--nonblocking", "--subprocesses"]
+        with open(self.err, "wb") as errf:
+            self.proc = subprocess.Popen(cmd, stdout=errf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    async def stop(self) -> dict:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            self.proc.kill()
+            self.proc.wait()
+        res = summarize_profile(self.raw)
+        if "error" in res:
+            res["log"] = tail(self.err, 5)
+        return res
+
+
+if __name__ == "__main__":  # summarise a raw file again: python bench/profiling.py RAW [TOP]
+    import json
+
+    print(json.dumps(summarize_profile(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 25), indent=2))
