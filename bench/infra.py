@@ -122,8 +122,8 @@ def admin_dsn(db_url: str) -> tuple[str, str]:
     return urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, "")), db
 
 
-async def ensure_database(args: argparse.Namespace, drop: bool = False) -> None:
-    dsn, db = admin_dsn(args.db_url)
+async def ensure_database(db_url: str, drop: bool = False) -> None:
+    dsn, db = admin_dsn(db_url)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db):
         raise SetupError(f"unsupported database name {db!r}")
     conn = await asyncpg.connect(dsn, timeout=10)
@@ -136,14 +136,14 @@ async def ensure_database(args: argparse.Namespace, drop: bool = False) -> None:
         await conn.close()
 
 
-async def truncate_tables(args: argparse.Namespace) -> list[str]:
+async def truncate_tables(db_url: str, tables: list[str]) -> list[str]:
     """Empty the service's data tables (if the migrations created them already)."""
-    dsn = args.db_url.removeprefix("jdbc:").replace("postgresql+asyncpg://", "postgresql://", 1)
+    dsn = db_url.removeprefix("jdbc:").replace("postgresql+asyncpg://", "postgresql://", 1)
     conn = await asyncpg.connect(dsn, timeout=10)
     done = []
     try:
         await conn.execute("SET lock_timeout = '5s'")
-        for table in args.truncate:
+        for table in tables:
             if await conn.fetchval("SELECT to_regclass($1)", table):
                 await conn.execute(f'TRUNCATE TABLE "{table}" RESTART IDENTITY CASCADE')
                 done.append(table)

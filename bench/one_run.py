@@ -132,6 +132,7 @@ def _result(
             "loadgen_s": load["loadgen_cpu_s"],
             **{k: v for k, v in cpu.items() if k != "target_s"},
             **{f"{k}_ms_per_order": round(cpu[f"{k}_s"] * 1000 / received, 3) for k in ("rabbitmq", "postgres")},
+            "target_system_ms_per_order": round(cpu["target_system_s"] * 1000 / received, 3),
         },
         "input_queue": load["input_queue"],
         "dlq_growth": (dlq1["messages"] - dlq0["messages"]) if dlq0 and dlq1 else None,

@@ -55,6 +55,17 @@ def tree_cpu(pids: list[int]) -> float:
     return sum(cpu_seconds(p) for p in pids)
 
 
+def user_system(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of pid alone: system time is where socket and file I/O shows."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def infra_cpu() -> dict[str, dict[int, float]]:
     """CPU seconds per pid of the broker and the database server processes."""
     res: dict[str, dict[int, float]] = {k: {} for k in INFRA}
@@ -128,14 +139,17 @@ class CpuWindow:
 
     def start(self) -> None:
         self.pids = proc_tree(self.pid)
-        self.t0 = (tree_cpu(self.pids), infra_cpu(), machine_cpu(), time.perf_counter())
+        self.t0 = (tree_cpu(self.pids), infra_cpu(), machine_cpu(), time.perf_counter(), user_system(self.pid))
 
     def stop(self) -> dict:
+        us1 = user_system(self.pid)
         cpu1, i1, m1, w1 = tree_cpu(proc_tree(self.pid)), infra_cpu(), machine_cpu(), time.perf_counter()
-        cpu0, i0, m0, w0 = self.t0
+        cpu0, i0, m0, w0, us0 = self.t0
         busy, total = m1[0] - m0[0], m1[1] - m0[1]
         return {
             "target_s": round(cpu1 - cpu0, 3),
+            "target_user_s": round(us1[0] - us0[0], 3),
+            "target_system_s": round(us1[1] - us0[1], 3),
             **{f"{k}_s": v for k, v in infra_delta(i0, i1).items()},
             "machine_busy_pct": round(100.0 * busy / total, 1) if total else None,
             "wall_s": round(w1 - w0, 3),

@@ -18,7 +18,7 @@ Scenarios (explicit --n/--concurrency/--delay-ms/--rate override the presets):
   pollers        paced (50% of the baseline's flood throughput), the service without and
                  with --pollers HTTP pollers of /healthz/readiness and /metrics
   startup        start/stop each target --repeat times (3); time to readiness and RSS
-  scaling        flood 5000 then 20000 (fresh process each); throughput/p99/RSS ratios
+  scaling        flood 5000 then 40000 (fresh process each); throughput/p99/RSS ratios
   all            every scenario above
 
 Exit status: 0 when every run got one valid outcome per order, 1 otherwise, 2 on a
@@ -93,7 +93,7 @@ def _scenario_ok(res: dict) -> bool:
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=None, help="orders per run (scaling: the small leg)")
-    p.add_argument("--n-large", type=int, default=None, help="scaling: the large leg (default 20000)")
+    p.add_argument("--n-large", type=int, default=None, help="scaling: the large leg (default 40000)")
     p.add_argument("--concurrency", type=int, default=None, help="CONSUMER_CONCURRENCY / baseline --prefetch")
     p.add_argument("--delay-ms", type=float, default=None, help="PAYMENT_DELAY_MS / baseline --gateway-delay-ms")
     p.add_argument(
@@ -144,14 +144,13 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compare", action="store_true", help="also run the baseline and report ratios")
     p.add_argument(
-        "--candidate-env",
+        "--candidate",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="also run a 'candidate' service with this extra environment (repeatable), e.g. "
-        "PYTHONPATH=/path/to/a/prototype; ratios candidate/service",
+        metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
+        help="also run the service as variant NAME with this extra environment (repeatable), e.g. "
+        "proto:PYTHONPATH=/path/to/a/prototype; ratios NAME/service",
     )
-    p.add_argument("--candidate-label", default="candidate")
     p.add_argument(
         "--baseline",
         type=Path,
@@ -232,8 +231,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{k.replace('_', '-')} must be positive")
     if args.pollers < 0 or args.poll_rate < 0:
         p.error("--pollers and --poll-rate must not be negative")
-    if any("=" not in kv for kv in args.candidate_env + args.env):
-        p.error("--env and --candidate-env take KEY=VALUE")
+    if any("=" not in kv for kv in args.env):
+        p.error("--env takes KEY=VALUE")
+    args.candidates = []
+    for spec in args.candidate:
+        name, _, pairs = spec.partition(":")
+        kvs = [kv for kv in pairs.split(",") if kv]
+        if not name or name in ("service", "baseline", "service+pollers") or any("=" not in kv for kv in kvs):
+            p.error(f"--candidate takes NAME:KEY=VALUE[,KEY=VALUE...] with a new NAME: {spec!r}")
+        args.candidates.append((name, dict(kv.split("=", 1) for kv in kvs)))
     return args
 
 

@@ -18,19 +18,17 @@ PRESETS = {
     "paced": {"n": None, "concurrency": 64, "delay_ms": 0.0, "rate": None},
     "pollers": {"n": None, "concurrency": 64, "delay_ms": 0.0, "rate": None},
     "startup": {"concurrency": 64, "delay_ms": 0.0},
-    "scaling": {"n": 5000, "n_large": 20000, "concurrency": 64, "delay_ms": 0.0, "rate": 0.0},
+    "scaling": {"n": 5000, "n_large": 40000, "concurrency": 64, "delay_ms": 0.0, "rate": 0.0},
 }
 SCENARIOS = ["flood", "gateway-100ms", "paced", "pollers", "startup", "scaling"]
 
 
 def variants_of(args: argparse.Namespace, scenario: str) -> list[Variant]:
-    """In the order of one round: service, candidate, baseline; `pollers`: service, service+pollers."""
+    """In the order of one round: service, candidates, baseline; `pollers`: service, candidates, service+pollers."""
     out = []
     if args.compare or args.target == "service" or scenario == "pollers":
         out.append(Variant("service", "service"))
-        if args.candidate_env:
-            env = dict(kv.partition("=")[::2] for kv in args.candidate_env)
-            out.append(Variant(args.candidate_label, "service", env))
+        out += [Variant(name, "service", env) for name, env in args.candidates]
     if scenario == "pollers":
         return [*out, Variant("service+pollers", "service", pollers=args.pollers)]
     if args.compare or args.target == "baseline":
@@ -123,7 +121,7 @@ async def _start_stop(args: argparse.Namespace, variant: Variant, c: int, d: flo
     async with Broker(args.amqp_url) as broker:
         await broker.wait_no_consumer(target.queue)
         if variant.kind == "service" and args.fresh_db and i == 0:
-            await ensure_database(args, drop=True)
+            await ensure_database(target.db_url, drop=True)
         t = await target.start()
         mem = memory_report(target.proc.pid)
         stop = await target.stop()

@@ -18,6 +18,7 @@ METRICS: dict[str, Callable[[dict], float | None]] = {
     "p99_ms": lambda r: r["latency_ms"].get("p99"),
     "max_ms": lambda r: r["latency_ms"].get("max"),
     "cpu_ms_per_order": lambda r: r["cpu"].get("target_ms_per_order"),
+    "system_ms_per_order": lambda r: r["cpu"].get("target_system_ms_per_order"),
     "rabbitmq_ms_per_order": lambda r: r["cpu"].get("rabbitmq_ms_per_order"),
     "postgres_ms_per_order": lambda r: r["cpu"].get("postgres_ms_per_order"),
     "machine_busy_pct": lambda r: r["cpu"].get("machine_busy_pct"),
@@ -89,11 +90,14 @@ def compare(a: dict, b: dict) -> tuple[dict, dict]:
 
 
 def reference_pairs(names: list[str]) -> list[tuple[str, str]]:
-    """Which variant is compared with which: service over baseline; any other over service."""
+    """Which variant is compared with which: service over baseline; any other over service (and
+    over baseline, candidates)."""
     pairs = []
     if "service" in names and "baseline" in names:
         pairs.append(("service", "baseline"))
-    pairs += [(n, "service") for n in names if n not in ("service", "baseline") and "service" in names]
+    others = [n for n in names if n not in ("service", "baseline")]
+    pairs += [(n, "service") for n in others if "service" in names]
+    pairs += [(n, "baseline") for n in others if "baseline" in names and n != "service+pollers"]
     return pairs
 
 

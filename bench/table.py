@@ -3,6 +3,7 @@
 
     python bench/table.py .bench/all.json                  # print the table
     python bench/table.py .bench/all.json --update FILE    # replace it between the markers in FILE
+    python bench/table.py .bench/ab.json --variants        # candidates side by side (prototypes)
 
 Each cell is the median over the runs, with min–max when there were several; ratios are
 ratios of medians. The targets are the performance goals of this round; a figure that
@@ -252,6 +253,39 @@ def conditions(summary: dict) -> str:
     )
 
 
+VARIANT_FIGURES = (
+    ("throughput/s", "throughput_per_s", 0),
+    ("p99 ms", "p99_ms", 0),
+    ("CPU/order ms", "cpu_ms_per_order", 3),
+    ("of which system ms", "system_ms_per_order", 3),
+    ("RabbitMQ ms/order", "rabbitmq_ms_per_order", 3),
+    ("PostgreSQL ms/order", "postgres_ms_per_order", 3),
+    ("peak RSS MiB", "peak_rss_mib", 1),
+)
+
+
+def variants_table(summary: dict) -> str:
+    """Every variant of every load scenario side by side (service, candidates, baseline), with
+    the CPU per order of each relative to the service's: the median of the pairwise ratios of a
+    round, and their min–max."""
+    out = [conditions(summary)]
+    for name, res in summary["results"].items():
+        legs = res.get("legs", {name: res})
+        for leg_name, leg in legs.items():
+            if "variants" not in leg:
+                continue
+            head = ["variant", *(f[0] for f in VARIANT_FIGURES), "CPU/order vs service (paired)"]
+            out += ["", f"**{leg_name}** ({leg.get('repeat', 1)} rounds)", "", "| " + " | ".join(head) + " |"]
+            out.append("|" + "---|" * len(head))
+            for variant in leg["variants"]:
+                paired = leg.get("paired_ratios", {}).get(f"{variant}_over_service".replace("+", "_")) or {}
+                p = paired.get("cpu_ms_per_order")
+                vs = f"{p['median']:.3f} ({p['min']:.3f}–{p['max']:.3f})" if p else "—"
+                cells = [cell(leg, variant, metric, digits) for _, metric, digits in VARIANT_FIGURES]
+                out.append("| " + " | ".join([variant, *cells, vs]) + " |")
+    return "\n".join(out)
+
+
 def update(path: Path, text: str) -> None:
     doc = path.read_text()
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
@@ -264,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("json", type=Path, help="a run_bench.py --json-out file")
     p.add_argument("--update", type=Path, help="replace the table between the markers in this Markdown file")
+    p.add_argument("--variants", action="store_true", help="instead: every variant side by side, per scenario")
     args = p.parse_args(argv)
-    text = table(json.loads(args.json.read_text()))
+    summary = json.loads(args.json.read_text())
+    text = variants_table(summary) if args.variants else table(summary)
     if args.update:
         update(args.update, text)
     else:

@@ -135,6 +135,7 @@ class ServiceTarget(Target):
         self.cancel_queue = args.cancel_queue
         self.exchange = args.exchange
         self.port = args.port or free_port()
+        self.db_url = variant.env.get("DB_URL", args.db_url)  # a candidate may bring its own database
 
     def command(self) -> list[str]:
         if self.args.service_cmd:
@@ -153,7 +154,7 @@ class ServiceTarget(Target):
             {
                 "PORT": str(self.port),
                 "HOST": "127.0.0.1",
-                "DB_URL": self.args.db_url,
+                "DB_URL": self.db_url,
                 "RABBITMQ_HOST": "127.0.0.1",
                 "RABBITMQ_PORT": "5672",
                 "RABBITMQ_CONSUME_QUEUE": self.queue,
@@ -172,9 +173,9 @@ class ServiceTarget(Target):
         return env
 
     async def prepare(self) -> None:
-        await ensure_database(self.args)
+        await ensure_database(self.db_url)
         if not self.args.keep_data:
-            await truncate_tables(self.args)
+            await truncate_tables(self.db_url, self.args.truncate)
 
     async def wait_ready(self, t0: float) -> None:
         deadline = t0 + self.args.startup_timeout
