@@ -19,6 +19,7 @@ import random
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -28,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import asyncpg
 
 from chaos_audit import audit
-from chaos_bus import ChaosBus, settle
+from chaos_bus import CancelWatch, ChaosBus, settle
 from chaos_cluster import REPO, FakeGateway, Replicas, Vhost, restart_broker, restart_postgres
-from chaos_plan import POISON, make_orders, timeline
+from chaos_plan import POISON, Order, make_orders, timeline
 
 API_KEY = "sk_test_chaos_" + uuid.uuid4().hex[:12]
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-db-restart", action="store_true", help="no PostgreSQL restart")
     p.add_argument("--db-down", type=float, default=3.0, help="seconds PostgreSQL stays stopped")
     p.add_argument("--gateway-latency-ms", type=int, default=100, help="latency of every gateway call (%(default)s)")
+    p.add_argument("--gateway-timeout-ms", type=int, default=2000, help="the replicas' attempt timeout (%(default)s)")
     p.add_argument("--settle-timeout", type=float, default=180.0, help="bound of the wait for quiescence")
     p.add_argument("--db-url", default="postgresql://root@127.0.0.1:5432/payments_chaos")
     p.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
@@ -62,9 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def lease_seconds(timeout_ms: int) -> float:
+    """A little above the longest charge: three attempts and two backoff pauses of at most 200 ms."""
+    return round(3 * timeout_ms / 1000 + 0.4 + 2.0, 1)
+
+
 def service_env(args: argparse.Namespace, vhost: str, gateway_url: str) -> dict[str, str]:
     """The replicas' settings: short leases and sweeps so that a killed replica's work is taken over within seconds,
-    short gateway timeouts so that card 6666 fails in about two seconds."""
+    a gateway timeout short enough that card 6666 fails within seconds."""
     db, mq = urlsplit(args.db_url), urlsplit(args.amqp_url)
     return {
         "HOST": "127.0.0.1",
@@ -80,10 +87,10 @@ def service_env(args: argparse.Namespace, vhost: str, gateway_url: str) -> dict[
         "PAYMENT_GATEWAY": "http",
         "PAYMENT_GATEWAY_URL": gateway_url,
         "PAYMENT_GATEWAY_API_KEY": API_KEY,
-        "PAYMENT_GATEWAY_TIMEOUT_MS": "500",
+        "PAYMENT_GATEWAY_TIMEOUT_MS": str(args.gateway_timeout_ms),
         "PAYMENT_RETRY_BASE_DELAY_MS": "50",
         "PAYMENT_RETRY_MAX_DELAY_MS": "200",
-        "PAYMENT_LEASE_SECONDS": "4",
+        "PAYMENT_LEASE_SECONDS": str(lease_seconds(args.gateway_timeout_ms)),
         "RECONCILE_INTERVAL_SECONDS": "2",
         "PAYMENT_CIRCUIT_OPEN_SECONDS": "2",
         "PAYMENT_MAX_WAIT_SECONDS": "900",
@@ -171,7 +178,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     orders = make_orders(args.orders, args.duration, args.cancel_share, args.special_share, rng)
-    sends = timeline(orders, args.duration, rng)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     for old in args.work_dir.glob("*.log"):  # the logs of the latest run only
         old.unlink()
@@ -187,29 +193,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         replicas = Replicas(args.replicas, service_env(args, vhost.name, gateway.url), args.work_dir)
         await replicas.start()
         bus = await ChaosBus.open(args.amqp_url.rstrip("/") + "/" + quote(vhost.name, safe=""))
-        log(f"seed {seed}: {len(orders)} orders over {args.duration}s, {len(sends) - len(orders)} other messages")
-        replicas.supervise(args.restart_after)
-        started = time.monotonic()
-        _, disruptions = await asyncio.gather(
-            send_all(bus, sends, {o.order_id: o for o in orders}, started), disrupt(args, replicas, gateway, rng)
-        )
-        publish_s = time.monotonic() - started
-        ready = await replicas.wait_all_ready(120)
-        log(f"chaos over after {publish_s:.0f}s (replicas ready: {ready}); waiting for quiescence")
+        log(f"seed {seed}: {len(orders)} orders over {args.duration}s on vhost {vhost.name}")
+        figures, disruptions, orders = await drive(args, orders, replicas, gateway, bus, rng)
         quiet = await settle(args.db_url, vhost, bus, orders, args.settle_timeout)
         rows = await bus.rows(args.db_url, [o.order_id for o in orders])
         result = audit(orders, rows, await gateway.audit(), bus.events, _poison(), await bus.parked())
         if not quiet["quiescent"]:
             result["violations"]["not_quiescent"] = 1
             result["examples"]["not_quiescent"] = [json.dumps(quiet["last"])[:500]]
-        figures = {
-            "seed": seed,
-            "publish_s": round(publish_s, 1),
-            "settle_s": quiet["seconds"],
-            "total_s": round(time.monotonic() - started, 1),
-            "unplanned_exits": dict(replicas.unplanned_exits),
-            "starts": {m.name: m.starts for m in replicas.members},
-        }
+        figures |= {"seed": seed, "settle_s": quiet["seconds"], "unplanned_exits": dict(replicas.unplanned_exits)}
+        figures["starts"] = {m.name: m.starts for m in replicas.members}
         return {"ok": not result["violations"], "figures": figures, "disruptions": disruptions, "audit": result}
     finally:
         if bus is not None:
@@ -218,6 +211,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await replicas.stop()
         await gateway.process.stop(5)
         await vhost.delete()
+
+
+async def drive(
+    args: argparse.Namespace, orders: list[Order], replicas: Replicas, gateway: FakeGateway, bus: ChaosBus, rng: Any
+) -> tuple[dict[str, Any], dict[str, Any], list[Order]]:
+    """Send everything while the disruptions run; returns figures, what the disruptions did, and the orders as
+    actually sent (a cancellation that never went out is taken off its order)."""
+    sends = timeline(orders, args.duration, rng)
+    watch = CancelWatch(args.db_url, bus, orders, rng)
+    replicas.supervise(args.restart_after)
+    started = time.monotonic()
+    _, disruptions, _ = await asyncio.gather(
+        send_all(bus, sends, {o.order_id: o for o in orders}, started),
+        disrupt(args, replicas, gateway, rng),
+        watch.run(until=started + args.duration + args.settle_timeout / 2),
+    )
+    publish_s = time.monotonic() - started
+    ready = await replicas.wait_all_ready(120)
+    log(f"chaos over after {publish_s:.0f}s (replicas ready: {ready}); waiting for quiescence")
+    unsent = [o.order_id for o in orders if o.cancel in ("during", "after") and o.order_id not in watch.sent]
+    orders = [replace(o, cancel=None) if o.order_id in unsent else o for o in orders]
+    figures = {"chaos_s": round(publish_s, 1), "cancels_not_sent": len(unsent), "replicas_ready": ready}
+    return figures, disruptions, orders
 
 
 def _poison() -> dict[str, list[bytes]]:
@@ -232,7 +248,8 @@ def summary(report: dict[str, Any]) -> str:
         f"cancellation cases {a['cancel_cases']}; failure codes {a['failure_codes']}",
         f"gateway {a['gateway']}; published {a['published']}; parked {a['parked']}",
         f"disruptions {json.dumps(disruptions)}",
-        f"publish {f['publish_s']}s, settle {f['settle_s']}s; replica starts {f['starts']}",
+        f"chaos {f['chaos_s']}s, settle {f['settle_s']}s; replica starts {f['starts']}, "
+        f"unplanned exits {f['unplanned_exits']}, cancellations not sent {f['cancels_not_sent']}",
         "AUDIT CLEAN" if report["ok"] else f"VIOLATIONS {a['violations']}",
     ]
     for kind, examples in a["examples"].items():

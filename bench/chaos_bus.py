@@ -132,3 +132,54 @@ async def settle(dsn: str, vhost: Vhost, bus: ChaosBus, orders: list[Order], tim
             return {"quiescent": True, "seconds": round(time.monotonic() - started, 1), "last": state}
         await asyncio.sleep(1.0)
     return {"quiescent": False, "seconds": round(time.monotonic() - started, 1), "last": state}
+
+
+class CancelWatch:
+    """Sends the cancellations that follow what happens: "during" as soon as the order's row is seen PROCESSING
+    (the charge is in flight; polled every 50 ms), "after" a moment after its outcome event was seen. An order
+    whose row is final before it was seen PROCESSING is cancelled all the same (then after its outcome)."""
+
+    def __init__(self, dsn: str, bus: ChaosBus, orders: list[Order], rng: Any) -> None:
+        self.dsn, self.bus, self.rng = dsn, bus, rng
+        self.during = {o.order_id: o for o in orders if o.cancel == "during"}
+        self.after = {o.order_id: o for o in orders if o.cancel == "after"}
+        self.sent: set[int] = set()
+        self._later: list[asyncio.Task[None]] = []
+
+    @property
+    def waiting(self) -> int:
+        return len(self.during) + len(self.after) + sum(not t.done() for t in self._later)
+
+    async def run(self, until: float) -> None:
+        """Until every cancellation is out or the monotonic time `until`."""
+        connection: asyncpg.Connection | None = None
+        while (self.during or self.after) and time.monotonic() < until:
+            try:
+                connection = connection or await asyncpg.connect(self.dsn)
+                await self._poll(connection)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                connection = None  # the database restarts: connect again next time
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(0.05)
+        if connection is not None:
+            with suppress(Exception):
+                await connection.close()
+        await asyncio.gather(*self._later)
+
+    async def _poll(self, connection: asyncpg.Connection) -> None:
+        if self.during:
+            rows = await connection.fetch(
+                "SELECT order_id FROM payments WHERE order_id = ANY($1::bigint[]) AND status <> 'PENDING'",
+                list(self.during),
+            )
+            for row in rows:
+                order = self.during.pop(row["order_id"])
+                self._later.append(asyncio.create_task(self._send(order, 0.0)))
+        observed = {order_id for order_id, _ in self.bus.observed}
+        for order_id in [o for o in self.after if o in observed]:
+            self._later.append(asyncio.create_task(self._send(self.after.pop(order_id), self.rng.uniform(0, 2))))
+
+    async def _send(self, order: Order, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.bus.send("order_cancelled", order.cancelled())
+        self.sent.add(order.order_id)

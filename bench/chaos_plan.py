@@ -33,7 +33,9 @@ SUCCESS_CARDS = ("4242", "1111", "4444", "0005", "2222", None)  # well-known tes
 REFUND_DECLINED_CARD = "8888"
 # currency -> (ISO 4217 exponent, sample amounts)
 CURRENCIES = {"USD": (2, ("49.99", "12.50", "7.00")), "EUR": (2, ("19.90", "250.00")), "JPY": (0, ("1200", "980"))}
-MOMENTS = ("before", "during", "after")  # when the cancellation is sent, relative to the stock-confirmed event
+# When the cancellation is sent: before the stock-confirmed event; while the charge is in flight (its row seen
+# PROCESSING); after its outcome was published.
+MOMENTS = ("before", "during", "after")
 CANCEL_REASON = "Customer changed their mind"
 POISON = {  # queue role -> bodies that cannot be read (no usable orderId): each must end in that parking lot
     "stock_confirmed": (b"not json {", b'{"orderId": "abc", "totalAmount": "1.00"}', b"[1, 2, 3]"),
@@ -49,7 +51,7 @@ class Order:
     currency: str
     at: float  # seconds after the start of publishing
     cancel: str | None = None  # one of MOMENTS
-    cancel_at: float | None = None
+    cancel_at: float | None = None  # only for "before": the others follow what they observe
 
     @property
     def minor_units(self) -> int:
@@ -131,12 +133,9 @@ def make_orders(
     return orders
 
 
-def _cancel_time(at: float, moment: str, rng: random.Random) -> float:
-    if moment == "before":
-        return max(0.0, at - rng.uniform(0.3, 1.5))
-    if moment == "during":  # while the charge is (probably) in flight at the gateway
-        return at + rng.uniform(0.02, 0.3)
-    return at + rng.uniform(2.0, 8.0)
+def _cancel_time(at: float, moment: str, rng: random.Random) -> float | None:
+    """When a cancellation sent "before" goes out; the others wait for what they follow (see chaos_bus)."""
+    return max(0.0, at - rng.uniform(0.3, 1.5)) if moment == "before" else None
 
 
 def timeline(orders: list[Order], duration_s: float, rng: random.Random) -> list[Send]:
