@@ -413,6 +413,10 @@ async def test_start_up_waits_for_postgresql_and_rabbitmq(service_process, serve
     env["RABBITMQ_PORT"] = str(broker.port)
     service = service_process(env)
     try:
+        for _ in range(300):  # importing the service takes a while on a loaded machine
+            if "starting payment service" in service.log_tail(50):
+                break
+            await asyncio.sleep(0.1)
         await asyncio.sleep(2)
         assert service.process.poll() is None, service.log_tail()
         await database.open()  # PostgreSQL appears: migrations run, HTTP comes up, not ready
