@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-data", action="store_true", help="do not empty the payments table first")
     p.add_argument("--work-dir", type=Path, default=REPO / ".chaos", help="logs of the replicas and the fake")
     p.add_argument("--json-out", type=Path, help="also write the JSON report here")
+    p.add_argument("--gateway-audit-out", type=Path, help="write the fake gateway's raw audit view here")
     return p
 
 
@@ -197,7 +198,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         figures, disruptions, orders = await drive(args, orders, replicas, gateway, bus, rng)
         quiet = await settle(args.db_url, vhost, bus, orders, args.settle_timeout)
         rows = await bus.rows(args.db_url, [o.order_id for o in orders])
-        result = audit(orders, rows, await gateway.audit(), bus.events, _poison(), await bus.parked())
+        seen = await gateway.audit()
+        if args.gateway_audit_out:
+            args.gateway_audit_out.write_text(json.dumps(seen))
+        result = audit(orders, rows, seen, bus.events, _poison(), await bus.parked())
         if not quiet["quiescent"]:
             result["violations"]["not_quiescent"] = 1
             result["examples"]["not_quiescent"] = [json.dumps(quiet["last"])[:500]]

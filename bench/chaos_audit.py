@@ -8,8 +8,10 @@ Rules (each breach is a violation, counted by kind with a few examples):
   currency, without the card holder's name;
 - database: one row per order, none PENDING/PROCESSING, no refund still owed; the status and failure code the card
   table gives (a cancelled order: CANCELLED, or REFUNDED for a successful card, FAILED with its code for a failing
-  card, SUCCEEDED for the refund-declined card 8888); GATEWAY_ERROR only for card 9999 and TIMEOUT only for 6666
-  (no order failed because of the outage); REFUNDED rows with refund id and time;
+  card, SUCCEEDED for the refund-declined card 8888; the cancellation recorded unless the charge had failed
+  already); GATEWAY_ERROR only for card 9999 and TIMEOUT only for 6666
+  (no order failed because of the outage, a slow call or any gateway trouble but its own card); REFUNDED rows with
+  refund id and time;
 - events: exactly the contract's keys; per order and routing key one eventId (a repeat carries the same eventId
   and body); SUCCEEDED → payment.succeeded, FAILED → payment.failed with the row's code, REFUNDED → payment.refunded
   with the row's refund id, CANCELLED → nothing. payment.succeeded for a cancelled order only when the
@@ -81,7 +83,7 @@ def check_rows(orders: list[Order], rows: dict[int, list[dict[str, Any]]], found
             found.add("refund_still_owed", f"order {order.order_id} (card {order.card})")
         by_outage = code in OUTAGE_CODES and order.card != OUTAGE_CODES[code]
         if by_outage:
-            found.add("failed_by_outage", f"order {order.order_id} card {order.card} failed {code}")
+            found.add("failed_by_gateway_trouble", f"order {order.order_id} card {order.card} failed {code}")
         expected_status, expected_code = order.expected
         if order.cancel is None:
             allowed = {(expected_status, expected_code)}
