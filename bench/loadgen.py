@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import secrets
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,12 +35,10 @@ from aio_pika import ExchangeType
 from aiormq.exceptions import DeliveryError, PublishError
 
 from outcome_check import (
-    DECLINE_CARD,
-    OK_CARD,
     RK_FAIL,
     RK_IN,
     RK_OK,
-    dumps,
+    build_events,
     is_int,
     iso_now,
     latency_summary,
@@ -67,40 +63,6 @@ class LoadConfig:
     order_base: int | None = None
     currency: str = "USD"
     seed: int = 1
-
-
-def build_events(cfg: LoadConfig, base: int, run_id: str) -> tuple[list[bytes], list[str], set[int]]:
-    rnd = random.Random(cfg.seed)
-    n_decline = round(cfg.n * cfg.decline_fraction)
-    declines = set(rnd.sample(range(cfg.n), n_decline)) if n_decline else set()
-    occurred = iso_now()
-    bodies: list[bytes] = []
-    amounts: list[str] = []
-    for i in range(cfg.n):
-        cents = 1000 + rnd.randrange(99000)  # 10.00 .. 999.99
-        amount = f"{cents // 100}.{cents % 100:02d}"
-        amounts.append(amount)
-        bodies.append(
-            dumps(
-                {
-                    "eventId": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
-                    "orderId": base + i,
-                    "buyerId": f"bench-user-{rnd.randrange(1000)}",
-                    "totalAmount": amount,
-                    "currency": cfg.currency,
-                    "paymentMethod": {
-                        "type": "CREDIT_CARD",
-                        "cardLastFour": DECLINE_CARD if i in declines else OK_CARD,
-                        "cardBrand": "VISA",
-                        "cardHolderName": "Bench Buyer",
-                        "expirationMonth": 12,
-                        "expirationYear": 2030,
-                    },
-                    "occurredAt": occurred,
-                }
-            )
-        )
-    return bodies, amounts, declines
 
 
 def _slope(points: list[tuple[float, int]]) -> float | None:
@@ -222,7 +184,7 @@ class LoadGen:
     # -- main ----------------------------------------------------------------
     async def run(self) -> dict:
         cfg = self.cfg
-        bodies, amounts, declines = build_events(cfg, self.base, self.run_id)
+        bodies, amounts, declines = build_events(cfg.n, self.base, cfg.decline_fraction, cfg.currency, cfg.seed)
         # persistent, no content-type, unique message id (maps a Basic.Return back to its publish)
         props = [
             aiormq.spec.Basic.Properties(delivery_mode=2, message_id=f"bench-{self.run_id}-{i}") for i in range(cfg.n)
@@ -344,20 +306,6 @@ class LoadGen:
             "growth_per_s_while_publishing": round(slope, 1) if slope is not None else None,
             "samples_t_s_depth": _decimate(self.depth),
         }
-
-
-def all_arrived(report: dict) -> bool:
-    """Every order got exactly one valid, expected outcome and every publish was confirmed."""
-    return (
-        report["missing"] == 0
-        and report["schema_errors"] == 0
-        and report["outcome_mismatches"] == 0
-        and report["publish_returned_unroutable"] == 0
-        and report["publish_nacked"] == 0
-        and not report["publish_errors"]
-        and not report["connection_lost"]
-        and not report["target_exited"]
-    )
 
 
 async def run_load(cfg: LoadConfig, alive: Callable[[], bool] | None = None) -> dict:

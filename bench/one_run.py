@@ -6,7 +6,8 @@ import argparse
 import asyncio
 
 from infra import Broker, log, log_levels
-from loadgen import LoadConfig, all_arrived, run_load
+from loadgen import LoadConfig, run_load
+from outcome_check import all_arrived
 from pollers import PollerProcess
 from proc_stats import CpuWindow, memory_report, sample_rss, thin
 from profiling import Profiler

@@ -1,4 +1,5 @@
-"""Checking the outcome events the load generator receives against the contract, and tallying them.
+"""The contract's bodies on both sides of the load generator: the events it sends, and the
+checks and tally of the outcome events it receives.
 
 `succeeded` bodies have exactly {eventId, orderId, paymentId, transactionId, amount, currency,
 processedAt}; `failed` bodies exactly {eventId, orderId, failureReason, failureCode, occurredAt}.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import random
 import re
 import uuid
 from collections import Counter
@@ -205,3 +207,54 @@ def tally(
         "outcome_mismatches": mismatches,
         "mismatch_samples": mismatch_samples,
     }
+
+
+def build_events(
+    n: int, base: int, decline_fraction: float, currency: str, seed: int
+) -> tuple[list[bytes], list[str], set[int]]:
+    """N input events (orderId base + i), their amounts, and which of them carry the declined card."""
+    rnd = random.Random(seed)
+    n_decline = round(n * decline_fraction)
+    declines = set(rnd.sample(range(n), n_decline)) if n_decline else set()
+    occurred = iso_now()
+    bodies: list[bytes] = []
+    amounts: list[str] = []
+    for i in range(n):
+        cents = 1000 + rnd.randrange(99000)  # 10.00 .. 999.99
+        amount = f"{cents // 100}.{cents % 100:02d}"
+        amounts.append(amount)
+        bodies.append(
+            dumps(
+                {
+                    "eventId": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
+                    "orderId": base + i,
+                    "buyerId": f"bench-user-{rnd.randrange(1000)}",
+                    "totalAmount": amount,
+                    "currency": currency,
+                    "paymentMethod": {
+                        "type": "CREDIT_CARD",
+                        "cardLastFour": DECLINE_CARD if i in declines else OK_CARD,
+                        "cardBrand": "VISA",
+                        "cardHolderName": "Bench Buyer",
+                        "expirationMonth": 12,
+                        "expirationYear": 2030,
+                    },
+                    "occurredAt": occurred,
+                }
+            )
+        )
+    return bodies, amounts, declines
+
+
+def all_arrived(report: dict) -> bool:
+    """Every order got exactly one valid, expected outcome and every publish was confirmed."""
+    return (
+        report["missing"] == 0
+        and report["schema_errors"] == 0
+        and report["outcome_mismatches"] == 0
+        and report["publish_returned_unroutable"] == 0
+        and report["publish_nacked"] == 0
+        and not report["publish_errors"]
+        and not report["connection_lost"]
+        and not report["target_exited"]
+    )

@@ -1,8 +1,9 @@
 """Sampling the process under test with py-spy, and summing its stacks into where the CPU went.
 
-Three views of the same samples: by leaf frame (self), by frame anywhere on the stack
-(inclusive), and by *site*: the innermost frame in the service's own code (`app/`) paired
-with the package the leaf frame belongs to, e.g. `PaymentLedger._claim_many` × `asyncpg`.
+Four views of the same samples: by leaf frame (self), by frame anywhere on the stack
+(inclusive), by *site*: the innermost frame in the service's own code (`app/`) paired with
+the package the leaf frame belongs to, e.g. `PaymentLedger._claim_many` × `asyncpg`, and by
+*bucket* (logging, metrics, outcome publish, database, AMQP I/O, consume chain, ...).
 Samples in which a thread waits (a lock, a queue, select/poll) are counted apart, not as CPU.
 """
 
@@ -53,9 +54,53 @@ def package_of(frame: str) -> str:
 def site_of(frames: list[str]) -> str:
     """The innermost frame in the service's own code (the caller that caused the work)."""
     for frame in reversed(frames):
-        if "(app/" in frame:
+        if "(app/" in frame and "(app/cli.py" not in frame:  # the entry point runs everything
             return frame.split(" (", 1)[0]
     return "(outside app/)"
+
+
+# Where a sample's CPU goes. The *leaf* is the innermost frame of a library or of app/ (the
+# standard library's helpers — contextlib, typing, json, dataclasses — count for their caller).
+# Logging and metrics are known by their leaf; then the service's own call sites decide
+# (the outcome publish, a log line's JSON); then the leaf's package.
+_LIBRARIES = ("(loguru/", "(prometheus_client/", "(faststream/", "(aio_pika/", "(aiormq/", "(pamqp/", "(asyncpg/",
+              "(fast_depends/", "(app/", "(uuid.py", "(asyncio/", "(uvicorn/", "(starlette/", "(pydantic")  # fmt: skip
+_BY_LEAF = (
+    ("logging (loguru, the JSON line)", ("(loguru/",)),
+    (
+        "metrics (prometheus_client, FastStream's Prometheus middleware)",
+        ("(prometheus_client/", "(faststream/prometheus/"),
+    ),
+)
+_BY_CALLER = (
+    ("logging (loguru, the JSON line)", ("(app/observability/logs.py", "_log_result (")),
+    ("outcome publish (FastStream publisher, aio-pika, aiormq)", ("OutcomePublisher.publish (",)),
+    ("database statements (asyncpg)", ("(asyncpg/",)),
+    ("AMQP socket writes (aiormq's writer task)", ("Connection.__writer (aiormq/",)),
+)
+_BY_PACKAGE = (
+    ("AMQP frames in (aiormq reader, pamqp)", ("(aiormq/", "(pamqp/")),
+    ("consume chain (FastStream subscriber, aio-pika message)", ("(faststream/", "(aio_pika/", "(fast_depends/")),
+    ("ids (uuid4, uuid5)", ("(uuid.py",)),
+    ("service code (app/)", ("(app/", "(pydantic")),
+    ("HTTP (uvicorn, starlette)", ("(uvicorn/", "(starlette/")),
+    ("event loop (uvloop, asyncio)", ("(asyncio/",)),
+)
+BUCKETS = tuple(dict.fromkeys(name for name, _ in (*_BY_LEAF, *_BY_CALLER, *_BY_PACKAGE)))
+
+
+def bucket_of(frames: list[str]) -> str:
+    leaf = next((f for f in reversed(frames) if any(m in f for m in _LIBRARIES)), frames[-1])
+    for name, markers in _BY_LEAF:
+        if any(m in leaf for m in markers):
+            return name
+    for name, markers in _BY_CALLER:
+        if any(m in f for f in frames for m in markers):
+            return name
+    for name, markers in _BY_PACKAGE:
+        if any(m in leaf for m in markers):
+            return name
+    return "other"
 
 
 def read_stacks(raw_path: Path) -> list[tuple[list[str], int]]:
@@ -82,6 +127,7 @@ def summarize_profile(raw_path: Path, top: int = 25) -> dict:
     pkg: Counter = Counter()
     site: Counter = Counter()
     site_pkg: Counter = Counter()
+    buckets: Counter = Counter()
     total = waiting = 0
     for frames, n in stacks:
         if any(w in frames[-1] for w in _WAIT_LEAVES):
@@ -96,6 +142,7 @@ def summarize_profile(raw_path: Path, top: int = 25) -> dict:
         where = site_of(frames)
         site[where] += n
         site_pkg[f"{where} × {leaf_pkg}"] += n
+        buckets[bucket_of(frames)] += n
 
     def pct(c: Counter, limit: int = top) -> list[list]:
         return [[k, round(100.0 * v / total, 1)] for k, v in c.most_common(limit)] if total else []
@@ -109,6 +156,7 @@ def summarize_profile(raw_path: Path, top: int = 25) -> dict:
         "self_pct_by_package": pct(pkg),
         "by_site_pct": pct(site),
         "by_site_and_package_pct": pct(site_pkg, 2 * top),
+        "buckets_pct": pct(buckets),
     }
 
 

@@ -162,6 +162,10 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
         default="postgresql://root@127.0.0.1:5432/payments_bench",
         help="DB_URL given to the service (database created if missing)",
     )
+
+
+def _add_service_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the service runs (broker, database, queues, process, environment)."""
     p.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
     p.add_argument("--queue", default=DEFAULT_QUEUE, help="RABBITMQ_CONSUME_QUEUE for the service")
     p.add_argument("--cancel-queue", default=DEFAULT_CANCEL_QUEUE, help="RABBITMQ_CANCEL_QUEUE for the service")
@@ -205,6 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="flood")
     _add_load_options(p)
     _add_target_options(p)
+    _add_service_options(p)
     p.add_argument(
         "--profile",
         action="store_true",

@@ -24,13 +24,14 @@ SCENARIOS = ["flood", "gateway-100ms", "paced", "pollers", "startup", "scaling"]
 
 
 def variants_of(args: argparse.Namespace, scenario: str) -> list[Variant]:
-    """In the order of one round: service, candidates, baseline; `pollers`: service, candidates, service+pollers."""
+    """In the order of one round: service, candidates, baseline. `pollers`: each service variant
+    without and then with the pollers (service, service+pollers, candidate, candidate+pollers...)."""
     out = []
     if args.compare or args.target == "service" or scenario == "pollers":
         out.append(Variant("service", "service"))
         out += [Variant(name, "service", env) for name, env in args.candidates]
     if scenario == "pollers":
-        return [*out, Variant("service+pollers", "service", pollers=args.pollers)]
+        return [w for v in out for w in (v, Variant(f"{v.name}+pollers", "service", v.env, pollers=args.pollers))]
     if args.compare or args.target == "baseline":
         out.append(Variant("baseline", "baseline"))
     return out

@@ -90,14 +90,17 @@ def compare(a: dict, b: dict) -> tuple[dict, dict]:
 
 
 def reference_pairs(names: list[str]) -> list[tuple[str, str]]:
-    """Which variant is compared with which: service over baseline; any other over service (and
-    over baseline, candidates)."""
+    """Which variant is compared with which: service over baseline; X+pollers over X; any other
+    over service (and candidates over baseline)."""
     pairs = []
     if "service" in names and "baseline" in names:
         pairs.append(("service", "baseline"))
-    others = [n for n in names if n not in ("service", "baseline")]
+    for n in names:
+        if n.endswith("+pollers") and n.removesuffix("+pollers") in names:
+            pairs.append((n, n.removesuffix("+pollers")))
+    others = [n for n in names if n not in ("service", "baseline") and not n.endswith("+pollers")]
     pairs += [(n, "service") for n in others if "service" in names]
-    pairs += [(n, "baseline") for n in others if "baseline" in names and n != "service+pollers"]
+    pairs += [(n, "baseline") for n in others if "baseline" in names]
     return pairs
 
 
