@@ -116,6 +116,7 @@ def build(
         gate=breaker,
         max_event_bytes=settings.max_event_bytes,
         max_wait_s=settings.payment_max_wait_seconds,
+        retry_pause_s=settings.payment_circuit_open_seconds,
         stopping=lambda: health.stopping,
     )
     register(broker, topology, consumers)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -150,6 +151,10 @@ class RetryingCharger:
         self.policy = policy
         self.observer = observer or _NoObserver()
         self.breaker = breaker
+        # Orders whose retries ran out once while the circuit stayed closed: the first time could
+        # be the start of an outage the breaker has not seen enough of yet, so the order gets
+        # one more round (the caller pauses first); the second time it is this card and fails.
+        self._second_round: OrderedDict[str, None] = OrderedDict()
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         attempts = _Attempts(self, request, observe=True)
@@ -219,7 +224,18 @@ class RetryingCharger:
         return await retrying(attempt_or_replay)
 
     def _outage_if_not_closed(self, request: ChargeRequest, attempts: int) -> None:
-        """Retries ran out: while the breaker is open or trying, this is an outage, not this card."""
+        """Retries ran out: while the breaker is open or trying, this is an outage, not this card.
+        With the breaker closed, the first time the order waits for one more round."""
+        if self.breaker is not None and self.breaker.state is CircuitState.CLOSED:
+            key = request.idempotency_key
+            if key in self._second_round:
+                del self._second_round[key]
+                return
+            self._second_round[key] = None
+            while len(self._second_round) > 10_000:
+                self._second_round.popitem(last=False)
+            logger.warning("charge retries ran out: the order gets one more round", order_id=request.order_id)
+            raise GatewayOutage(f"order {request.order_id}: one more round before it fails")
         if self.breaker is not None and self.breaker.state is not CircuitState.CLOSED:
             logger.warning(
                 "charge retries ran out while the gateway circuit is {state}: the order waits",

@@ -53,6 +53,7 @@ class Consumers:
     gate: GatewayGate
     max_event_bytes: int
     max_wait_s: float
+    retry_pause_s: float = 10.0
     stopping: Callable[[], bool] = lambda: False
 
     async def stock_confirmed(self, message: RabbitMessage) -> None:
@@ -119,7 +120,11 @@ class Consumers:
             try:
                 return await self.payments.process(request)
             except PaymentDeferred:
-                continue  # the breaker opened during this charge: hold again
+                # The breaker opened during this charge (hold again), or the retries ran out while
+                # it stayed closed: pause, so that an outage that is just starting can show.
+                if self.gate.available:
+                    await asyncio.sleep(self.retry_pause_s)
+                continue
 
     async def _hold(self, request: PaymentRequest, deadline: float) -> PaymentRequest:
         """Wait for the gateway; past the deadline the order fails with GATEWAY_ERROR so the saga ends."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -67,27 +68,32 @@ async def assert_every_order_settled(db: asyncpg.Pool, bus: Bus, order_ids: list
 
 # --------------------------------------------------------------------------------- retries
 async def test_retries_follow_the_card_table(service_process, servers: Servers) -> None:
-    env = servers.env(**fast(PAYMENT_RETRY_MAX_ATTEMPTS="3"))
+    env = servers.env(**fast(PAYMENT_RETRY_MAX_ATTEMPTS="3", PAYMENT_CIRCUIT_OPEN_SECONDS="1"))
     service = service_process(env)
     await service.wait_ready()
     bus = await open_bus(env, servers)
     try:
-        # Successes first: the failing cards below must not look like a gateway outage (the
-        # circuit opens when at least half of the last 20 calls failed), so each fails alone.
-        warm_up = [event(card="4242") for _ in range(12)]
-        for body in warm_up:
-            await bus.publish(body)
-        await bus.wait_for([b["orderId"] for b in warm_up], timeout=30)
-        cards = {
-            "3333": event(card="3333"),
-            "9999": event(card="9999"),
-            "6666": event(card="6666"),
-            "0000": event(card="0000"),
-        }
-        for body in cards.values():
-            await bus.publish(body)
-        await bus.wait_for([b["orderId"] for b in cards.values()], timeout=30)
-        result = {card: bus.for_order(body["orderId"])[0] for card, body in cards.items()}
+
+        async def warm_up() -> None:
+            # Successes first: the failing cards must not look like a gateway outage (the circuit
+            # opens when at least half of the last 20 calls failed), so each fails alone.
+            bodies = [event(card="4242") for _ in range(12)]
+            for body in bodies:
+                await bus.publish(body)
+            await bus.wait_for([b["orderId"] for b in bodies], timeout=30)
+
+        async def send(*cards: str) -> dict[str, Any]:
+            bodies = {card: event(card=card) for card in cards}
+            for body in bodies.values():
+                await bus.publish(body)
+            await bus.wait_for([b["orderId"] for b in bodies.values()], timeout=40)
+            return {card: bus.for_order(body["orderId"])[0] for card, body in bodies.items()}
+
+        await warm_up()
+        result = await send("3333", "9999", "0000")
+        await warm_up()
+        result |= await send("6666")
+        cards = {card: {"orderId": outcome.body["orderId"]} for card, outcome in result.items()}
         assert result["3333"].routing_key == "payment.succeeded"
         assert result["9999"].body["failureCode"] == "GATEWAY_ERROR"
         assert result["9999"].body["failureReason"] == "Payment gateway unavailable"
@@ -95,10 +101,11 @@ async def test_retries_follow_the_card_table(service_process, servers: Servers) 
         assert result["6666"].body["failureReason"] == "Payment gateway timeout"
         assert result["0000"].body["failureCode"] == "CARD_DECLINED"
         samples = await scrape(service.url)
-        # 12 warm-up successes; 3333: 2 transient + 1 ok; 9999: 3 transient; 6666: 3 timeouts; 0000: 1 declined.
-        assert metric_sum(samples, "payment_gateway_attempts_total", result="ok") == 12 + 1
-        assert metric_sum(samples, "payment_gateway_attempts_total", result="transient") == 2 + 3
-        assert metric_sum(samples, "payment_gateway_attempts_total", result="timeout") == 3
+        # 24 warm-up successes; 3333: 2 transient + 1 ok; 9999 and 6666: two rounds of 3 attempts
+        # each (the first round could have been an outage starting); 0000: 1 declined.
+        assert metric_sum(samples, "payment_gateway_attempts_total", result="ok") == 24 + 1
+        assert metric_sum(samples, "payment_gateway_attempts_total", result="transient") == 2 + 6
+        assert metric_sum(samples, "payment_gateway_attempts_total", result="timeout") == 6
         assert metric_sum(samples, "payment_gateway_attempts_total", result="declined") == 1
         assert metric_sum(samples, "payment_gateway_circuit_state") == 0  # closed throughout
         attempts = {
