@@ -153,9 +153,9 @@ class InMemoryPaymentStore:
     async def ping(self) -> bool:
         return True
 
-    async def mark_published(self, payment_ids: list[int]) -> None:
+    async def mark_published(self, confirmed: list[tuple[int, str]]) -> None:
         for order_id, payment in self.payments.items():
-            if payment.id in payment_ids:
+            if (payment.id, payment.status.value) in confirmed:
                 self.payments[order_id] = replace(payment, published_at=_now())
 
     def expire_lease(self, order_id: int) -> None:

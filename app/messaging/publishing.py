@@ -21,16 +21,18 @@ class PublishedMarks:
     A mark lost in a crash only means the reconciler publishes that outcome once more, with
     the same eventId."""
 
-    def __init__(self, mark: Callable[[list[int]], Awaitable[None]], interval_s: float = 0.2, batch: int = 500) -> None:
+    def __init__(
+        self, mark: Callable[[list[tuple[int, str]]], Awaitable[None]], interval_s: float = 0.2, batch: int = 500
+    ) -> None:
         self._mark = mark
         self._interval = interval_s
         self._batch = batch
-        self._pending: list[int] = []
+        self._pending: list[tuple[int, str]] = []  # (payment id, the status whose outcome was confirmed)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, payment_id: int) -> None:
-        self._pending.append(payment_id)
+    def add(self, payment_id: int, status: str) -> None:
+        self._pending.append((payment_id, status))
         if len(self._pending) >= self._batch:
             self._wake.set()
 
@@ -80,7 +82,7 @@ class OutcomePublisher:
             body, content_type="application/json", message_id=key, correlation_id=key
         )
         self.metrics.labelled(self.metrics.published, routing_key).inc()
-        self.marks.add(payment.id)
+        self.marks.add(payment.id, payment.status.value)
         logger.debug(
             "published {routing_key}", routing_key=routing_key, payment_id=payment.id, order_id=payment.order_id
         )

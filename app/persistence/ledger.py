@@ -222,8 +222,11 @@ class PaymentLedger:
     async def release(self, payment_id: int) -> None:
         await self._patiently(lambda: self.pool.execute(sql.RELEASE, payment_id), "release")
 
-    async def mark_published(self, payment_ids: list[int]) -> None:
-        await self._patiently(lambda: self.pool.execute(sql.MARK_PUBLISHED, payment_ids), "mark published")
+    async def mark_published(self, confirmed: list[tuple[int, str]]) -> None:
+        """Mark outcomes confirmed by the broker, each only if the payment still has the status
+        that was announced (a refund recorded meanwhile owes its own event)."""
+        ids, statuses = [i for i, _ in confirmed], [s for _, s in confirmed]
+        await self._patiently(lambda: self.pool.execute(sql.MARK_PUBLISHED, ids, statuses), "mark published")
 
     async def get_by_order_id(self, order_id: int) -> Payment | None:
         row = await self.pool.fetchrow(sql.BY_ORDER, order_id)

@@ -61,9 +61,10 @@ RETURNING {RETURNING}
 """
 RELEASE = "UPDATE payments SET lease_owner = NULL, lease_until = NULL, updated_at = now() WHERE id = $1"
 MARK_PUBLISHED = """
-UPDATE payments SET published_at = now(),
-    lease_until = CASE WHEN refund_requested_at IS NULL THEN NULL ELSE lease_until END
-WHERE id = ANY($1::bigint[]) AND published_at IS NULL
+UPDATE payments p SET published_at = now(),
+    lease_until = CASE WHEN p.refund_requested_at IS NULL THEN NULL ELSE p.lease_until END
+FROM unnest($1::bigint[], $2::text[]) AS x(id, s)
+WHERE p.id = x.id AND p.status = x.s AND p.published_at IS NULL
 """
 EXPIRED_LEASES = f"""
 SELECT id FROM payments

@@ -180,7 +180,9 @@ async def test_unpublished_outcomes_are_claimed_then_marked(ledger: PaymentLedge
     assert payment.id in owed
     # Claimed: another replica's sweep does not get it again while the claim lasts.
     assert payment.id not in [p.id for p in await ledger.claim_unpublished(5, 10_000, 30)]
-    await ledger.mark_published([payment.id])
+    await ledger.mark_published([(payment.id, "SUCCEEDED")])  # not what it announced: no mark
+    assert await db.fetchval("SELECT published_at IS NULL FROM payments WHERE id = $1", payment.id)
+    await ledger.mark_published([(payment.id, "FAILED")])
     assert await db.fetchval("SELECT published_at IS NOT NULL FROM payments WHERE id = $1", payment.id)
 
 
