@@ -55,20 +55,31 @@ from targets import DEFAULT_CANCEL_QUEUE, DEFAULT_EXCHANGE, DEFAULT_QUEUE, REPO
 VERSION = "2"
 
 
-async def run_all(args: argparse.Namespace) -> dict:
-    wanted = SCENARIOS if args.scenario == "all" else [args.scenario]
-    if args.scenario == "all" and any(getattr(args, k) is not None for k in ("n", "concurrency", "delay_ms")):
-        raise SetupError("--scenario all runs the presets; --n/--concurrency/--delay-ms apply to one scenario")
+def write_json(args: argparse.Namespace, summary: dict) -> None:
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+async def run_all(args: argparse.Namespace, summary: dict) -> dict:
+    """Every wanted scenario; the JSON file is rewritten after each, so an aborted run keeps
+    the scenarios it finished."""
+    wanted = args.scenarios
+    if len(wanted) > 1 and any(getattr(args, k) is not None for k in ("n", "concurrency", "delay_ms")):
+        raise SetupError("several scenarios run their presets; --n/--concurrency/--delay-ms apply to one scenario")
     ctx: dict = {}
-    summary: dict = {
-        "bench": f"foodies-payment bench {VERSION}",
-        "started_at": iso_now(),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load_avg": os.getloadavg()},
-        "scenario": args.scenario,
-        "repeat": args.repeat,
-        "variants": sorted({v.name for s in wanted for v in variants_of(args, s)}),
-        "results": {},
-    }
+    summary.update(
+        {
+            "bench": f"foodies-payment bench {VERSION}",
+            "started_at": iso_now(),
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load_avg": os.getloadavg()},
+            "scenario": args.scenario,
+            "argv": sys.argv[1:],
+            "repeat": args.repeat,
+            "variants": sorted({v.name for s in wanted for v in variants_of(args, s)}),
+            "results": {},
+            "complete": False,
+        }
+    )
     for name in wanted:
         if name in ("paced", "pollers"):
             res = await scenario_paced(args, name, ctx)
@@ -79,6 +90,8 @@ async def run_all(args: argparse.Namespace) -> dict:
         else:
             res = await scenario_load(args, name, ctx)
         summary["results"][name] = res
+        write_json(args, summary)
+    summary["complete"] = True
     summary["ok"] = all(_scenario_ok(res) for res in summary["results"].values())
     summary["finished_at"] = iso_now()
     summary["machine"]["load_avg_after"] = os.getloadavg()
@@ -206,7 +219,9 @@ def _add_service_options(p: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="flood")
+    p.add_argument(
+        "--scenario", default="flood", help=f"one of {', '.join(SCENARIOS)}, several separated by commas, or all"
+    )
     _add_load_options(p)
     _add_target_options(p)
     _add_service_options(p)
@@ -223,6 +238,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-uvloop", action="store_true")
     args = p.parse_args(argv)
     args.truncate = args.truncate or ["payments"]
+    args.scenarios = SCENARIOS if args.scenario == "all" else args.scenario.split(",")
+    if unknown := [s for s in args.scenarios if s not in SCENARIOS]:
+        p.error(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(SCENARIOS)} or all")
     args.baseline = args.baseline.resolve()
     if args.compare and args.target != "service":
         p.error("--compare drives both targets; do not combine it with --target baseline")
@@ -262,20 +280,22 @@ def main(argv: list[str] | None = None) -> int:
             loop_factory = uvloop.new_event_loop
         except ImportError:
             pass
+    summary: dict = {}
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            summary = runner.run(run_all(args))
+            runner.run(run_all(args, summary))
     except SetupError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
     except (OSError, asyncpg.PostgresError, aio_pika.exceptions.AMQPError, RuntimeError) as e:
-        # e.g. the broker restarted under the run: no summary, one clear line
+        # e.g. the broker went away under the run: the finished scenarios stay in the JSON file
         print(f"bench: aborted: {type(e).__name__}: {e}", file=sys.stderr)
+        if summary.get("results"):
+            summary["aborted"] = f"{type(e).__name__}: {e}"
+            write_json(args, summary)
         return 2
-    text = json.dumps(summary, indent=2)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
-    print(text)
+    write_json(args, summary)
+    print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
 
 

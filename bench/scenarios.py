@@ -4,7 +4,10 @@ service, baseline, ...; every run a fresh process) and sums them up (summary.py)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
+
+import aio_pika
 
 from infra import Broker, SetupError, ensure_database, log
 from one_run import measure
@@ -57,14 +60,30 @@ async def rounds(
     for i in range(count):
         for v in variants:
             run_label = f"{label}.r{i + 1}" if count > 1 else label
-            runs[v.name].append(await measure(args, v, run_label, n, c, d, rate))
+            runs[v.name].append(await _measure_once_more(args, v, run_label, n, c, d, rate))
     return runs
+
+
+async def _measure_once_more(
+    args: argparse.Namespace, v: Variant, label: str, n: int, c: int, d: float, rate: float
+) -> dict:
+    """A run that lost the broker under it (someone restarted it, or closed every connection)
+    runs once more after a pause; a second loss ends the benchmark."""
+    try:
+        return await measure(args, v, label, n, c, d, rate)
+    except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as error:
+        reason = f"{type(error).__name__}: {error}"
+        log(args, f"{label}: {v.name} lost the broker ({reason}); running it again in 10 s")
+        await asyncio.sleep(10)
+        run = await measure(args, v, label, n, c, d, rate)
+        run["run_again_after"] = reason
+        return run
 
 
 async def scenario_load(args: argparse.Namespace, name: str, ctx: dict) -> dict:
     preset = PRESETS[name]
     n, c, d = param(args, preset, "n"), param(args, preset, "concurrency"), param(args, preset, "delay_ms")
-    rate = (args.rate or 0.0) if args.scenario == name else preset["rate"]
+    rate = (args.rate or 0.0) if args.scenarios == [name] else preset["rate"]
     config = {"n": n, "concurrency": c, "delay_ms": d, "rate": rate or None}
     if d:
         config["bound_per_s"] = round(c * 1000.0 / d, 1)  # concurrency / gateway delay: the ceiling

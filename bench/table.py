@@ -245,8 +245,11 @@ def conditions(summary: dict) -> str:
     m = summary.get("machine", {})
     load = m.get("load_avg")
     runs = f"medians of {repeat} alternating runs (min–max)" if repeat > 1 else "one run each"
+    when = summary["started_at"][:16].replace("T", " ")
+    if summary.get("finished_at"):
+        when += f"–{summary['finished_at'][11:16]}"
     return (
-        f"`run_bench.py --scenario {summary['scenario']}`, {summary['started_at'][:16].replace('T', ' ')} UTC: "
+        f"`run_bench.py --scenario {summary['scenario']}`, {when} UTC: "
         f"{runs}; {m.get('cpus')} CPUs shared by service, baseline, RabbitMQ, PostgreSQL and the load generator"
         + (f" (load average {load[0]:.1f} at the start)" if load else "")
         + "; CPU per order is the target process only."
@@ -286,6 +289,16 @@ def variants_table(summary: dict) -> str:
     return "\n".join(out)
 
 
+def merged(summaries: list[dict]) -> dict:
+    """One summary from several runs of run_bench.py: a later file's scenarios replace an earlier's."""
+    out = dict(summaries[0], results=dict(summaries[0]["results"]))
+    for later in summaries[1:]:
+        out["results"].update(later["results"])
+        out["scenario"] = ",".join(dict.fromkeys([*out["scenario"].split(","), *later["scenario"].split(",")]))
+        out["finished_at"] = later.get("finished_at")
+    return out
+
+
 def update(path: Path, text: str) -> None:
     doc = path.read_text()
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
@@ -296,11 +309,11 @@ def update(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("json", type=Path, help="a run_bench.py --json-out file")
+    p.add_argument("json", type=Path, nargs="+", help="run_bench.py --json-out files (later ones add scenarios)")
     p.add_argument("--update", type=Path, help="replace the table between the markers in this Markdown file")
     p.add_argument("--variants", action="store_true", help="instead: every variant side by side, per scenario")
     args = p.parse_args(argv)
-    summary = json.loads(args.json.read_text())
+    summary = merged([json.loads(path.read_text()) for path in args.json])
     text = variants_table(summary) if args.variants else table(summary)
     if args.update:
         update(args.update, text)
