@@ -4,6 +4,7 @@
     python bench/table.py .bench/all.json                  # print the table
     python bench/table.py .bench/all.json --update FILE    # replace it between the markers in FILE
     python bench/table.py .bench/ab.json --variants        # candidates side by side (prototypes)
+    python bench/table.py .bench/all.json --save-compact bench/results/all.json   # keep the figures
 
 Each cell is the median over the runs, with min–max when there were several; ratios are
 ratios of medians. The targets are the performance goals of this round; a figure that
@@ -237,7 +238,24 @@ def table(summary: dict) -> str:
     head = ["scenario", "figure", "service", "baseline", "service / baseline", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join([conditions(summary), "", *lines])
+    notes = failed_runs(summary)
+    return "\n".join([conditions(summary), "", *lines, *(["", *notes] if notes else [])])
+
+
+def failed_runs(summary: dict) -> list[str]:
+    """A line for every run that did not get one valid outcome per order (its figures are in the
+    medians all the same), so that a reader knows."""
+    out = []
+    for name, res in summary["results"].items():
+        for leg_name, leg in res.get("legs", {name: res}).items():
+            for variant in leg.get("variants", []):
+                for i, run in enumerate(leg[variant].get("runs", []), 1):
+                    if run.get("ok", True):
+                        continue
+                    why = "; ".join(run.get("load", {}).get("warnings") or run.get("problems") or ["not ok"])
+                    again = f" (run again after: {run['run_again_after']})" if run.get("run_again_after") else ""
+                    out.append(f"Not ok: {leg_name} {variant} round {i}: {why}{again}.")
+    return out
 
 
 def conditions(summary: dict) -> str:
@@ -299,6 +317,23 @@ def merged(summaries: list[dict]) -> dict:
     return out
 
 
+_BULKY = ("processes", "rss_timeline_t_s_mib", "profile", "log", "queue_purged")
+
+
+def compact(summary: dict) -> dict:
+    """The summary without what only a deep look needs (per-process memory, RSS timelines,
+    queue depth samples, profiles): small enough to keep next to the table it makes."""
+
+    def strip(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in _BULKY and k != "samples_t_s_depth"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(summary)  # type: ignore[return-value]  # a dict in, a dict out
+
+
 def update(path: Path, text: str) -> None:
     doc = path.read_text()
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
@@ -312,8 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("json", type=Path, nargs="+", help="run_bench.py --json-out files (later ones add scenarios)")
     p.add_argument("--update", type=Path, help="replace the table between the markers in this Markdown file")
     p.add_argument("--variants", action="store_true", help="instead: every variant side by side, per scenario")
+    p.add_argument("--save-compact", type=Path, help="also write the (merged) summary without its bulky parts here")
     args = p.parse_args(argv)
     summary = merged([json.loads(path.read_text()) for path in args.json])
+    if args.save_compact:
+        args.save_compact.write_text(json.dumps(compact(summary), indent=1) + "\n")
     text = variants_table(summary) if args.variants else table(summary)
     if args.update:
         update(args.update, text)
