@@ -2,8 +2,9 @@
 
 `build(settings)` returns the parts; tests pass seams (ledger, gateway, clock) instead of
 patching objects after wiring. `create_app(settings)` puts the parts into one ASGI app whose
-lifespan runs them. Start-up: migrations (under an advisory lock) → database pool → broker
-(exchange, queues, bindings) → parking lots and replay bindings → reconciler → ready.
+lifespan runs them. Start-up: migrations if the schema is behind (under an advisory lock) →
+database pool → broker (exchange, queues, bindings) → parking lots and replay bindings →
+reconciler → ready.
 Shutdown: not ready → stop consuming, let in-flight payments finish (grace period) → flush → close.
 
 `faststream docs gen --factory app.bootstrap:create_app` generates the AsyncAPI document.
@@ -16,7 +17,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from faststream.rabbit import RabbitBroker
@@ -45,11 +46,13 @@ from app.messaging.watch import ConsumerWatch
 from app.observability.metrics import ChargeTelemetry, PaymentMetrics
 from app.observability.tracing import broker_middleware, instrument_charger, provider_from_settings, shutdown_tracing
 from app.persistence.ledger import PaymentLedger
-from app.persistence.migrate import migrate
-from app.persistence.repository import PaymentRepository, make_engine
+from app.persistence.schema_version import at_head
 from app.service.payments import PaymentService
 from app.service.reconciler import Reconciler
 from app.service.refunds import RefundResult, RefundService
+
+if TYPE_CHECKING:
+    from app.persistence.repository import PaymentRepository
 
 
 @dataclass
@@ -75,6 +78,18 @@ class Components:
     dlq: DlqOperations
     tracer: Any = None
     repository: PaymentRepository | None = None
+    database_ready: bool = False  # migrated and the ledger's pool open
+
+    def admin_repository(self) -> PaymentRepository:
+        """The admin API's read-only queries (SQLModel), built at the first admin request so that
+        a service nobody queries never loads SQLAlchemy."""
+        if self.repository is None:
+            if not self.database_ready:
+                raise RuntimeError("the service is not started")
+            from app.persistence.repository import PaymentRepository, make_engine
+
+            self.repository = PaymentRepository(make_engine(self.settings.sqlalchemy_url(), pool_size=2))
+        return self.repository
 
 
 def build(
@@ -221,11 +236,19 @@ class Lifecycle:
                 "admin API authentication is off: /payments and /admin answer anyone; "
                 "set ADMIN_TOKEN or AUTH_ISSUER and AUTH_AUDIENCE"
             )
-        url = c.settings.sqlalchemy_url()
-        await patiently(lambda: migrate(url), what="PostgreSQL", retry_on=_database_unreachable, initial_s=0.5)
-        logger.info("database migrations applied")
+        await patiently(self._migrate_if_behind, what="PostgreSQL", retry_on=_database_unreachable, initial_s=0.5)
         await c.ledger.open()
-        c.repository = PaymentRepository(make_engine(url, pool_size=2))
+        c.database_ready = True
+
+    async def _migrate_if_behind(self) -> None:
+        # Alembic (and with it SQLAlchemy) is loaded only when there is something to migrate.
+        if await at_head(self.c.settings.postgres_dsn()):
+            logger.info("database schema is current")
+            return
+        from app.persistence.migrate import migrate
+
+        await migrate(self.c.settings.sqlalchemy_url())
+        logger.info("database migrations applied")
 
     async def finish_startup(self) -> None:
         c = self.c
@@ -278,15 +301,10 @@ def create_app(settings: Settings | None = None, **seams: Any) -> PaymentApp:
     app.on_shutdown(lifecycle.stop_taking_work)
     app.after_shutdown(lifecycle.release_resources)
 
-    def repository() -> PaymentRepository:
-        if components.repository is None:
-            raise RuntimeError("the service is not started")
-        return components.repository
-
     app.http = create_http_app(
         health=components.health,
         metrics=components.metrics,
-        repository=repository,
+        repository=components.admin_repository,
         auth=components.auth,
         dlq=components.dlq,
         refunds=OperatorRefunds(components),

@@ -1,4 +1,7 @@
-"""Where money moves: the gateway port, the simulated and HTTP gateways, retries and the circuit breaker."""
+"""Where money moves: the gateway port, the simulated and HTTP gateways, retries and the circuit breaker.
+
+The HTTP adapter is `app.gateway.http.HttpGateway`, imported from there (it loads httpx,
+which the simulated gateway does not need)."""
 
 from app.gateway.base import (
     ChargeRequest,
@@ -11,7 +14,6 @@ from app.gateway.base import (
 )
 from app.gateway.breaker import CircuitBreaker, CircuitOpen, CircuitState, Permit
 from app.gateway.factory import gateway_from
-from app.gateway.http import HttpGateway
 from app.gateway.retrying import ChargeObserver, RetryingCharger, RetryPolicy
 from app.gateway.simulated import SimulatedGateway
 
@@ -24,7 +26,6 @@ __all__ = [
     "GatewayOutage",
     "GatewayTransientError",
     "GatewayUnusableError",
-    "HttpGateway",
     "PaymentGateway",
     "Permit",
     "RefundRequest",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.gateway.base import PaymentGateway
-from app.gateway.http import HttpGateway
 from app.gateway.simulated import SimulatedGateway
 
 
@@ -14,6 +13,9 @@ def gateway_from(settings: Settings) -> PaymentGateway:
     if settings.payment_gateway == "http":
         if not settings.payment_gateway_url:
             raise ValueError("PAYMENT_GATEWAY_URL is required with PAYMENT_GATEWAY=http")
+        # httpx is loaded only for the HTTP adapter (the simulated gateway does not need it).
+        from app.gateway.http import HttpGateway
+
         return HttpGateway(
             settings.payment_gateway_url,
             settings.payment_gateway_api_key or "",

@@ -15,9 +15,9 @@ In order, for each request:
 from __future__ import annotations
 
 import re
+import sys
 
 import asyncpg
-import sqlalchemy.exc
 from loguru import logger
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,12 +63,21 @@ def backend_unavailable(failure: BaseException) -> bool:
             return False
         if isinstance(seen, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)):
             return True
-        if isinstance(seen, sqlalchemy.exc.TimeoutError):
-            return True
-        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+        if _sqlalchemy_unavailable(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _sqlalchemy_unavailable(failure: BaseException) -> bool:
+    # SQLAlchemy serves only the admin queries and is imported with the first of them: an
+    # exception of its kinds can exist only if it is loaded, so look it up, never import it here.
+    exc = sys.modules.get("sqlalchemy.exc")
+    if exc is None:
+        return False
+    if isinstance(failure, exc.TimeoutError):
+        return True
+    return isinstance(failure, exc.DBAPIError) and bool(failure.connection_invalidated)
 
 
 def is_admin(path: str) -> bool:

@@ -5,16 +5,40 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
-
 from app.domain import CardBrand, FailureCode, Payment, PaymentMethod, PaymentMethodType, PaymentStatus
-from app.persistence.tables import PaymentRow
 
-# The columns a payment is read from, in table order: every column of the table except the
-# lease token, which only the ledger's own statements compare and the domain never carries.
+# The columns a payment is read from, in table order: every column of `tables.PaymentRow`
+# except the lease token, which only the ledger's own statements compare and the domain never
+# carries. Written out rather than read from the model so that the serving process never loads
+# SQLAlchemy for its hot path; a unit test keeps this tuple equal to the model's columns.
 INTERNAL_COLUMNS = frozenset({"lease_owner"})
-COLUMNS: tuple[str, ...] = tuple(
-    column.name for column in sa.inspect(PaymentRow).columns if column.name not in INTERNAL_COLUMNS
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "order_id",
+    "buyer_id",
+    "amount",
+    "currency",
+    "status",
+    "payment_method_type",
+    "card_last_four",
+    "card_brand",
+    "card_holder_name",
+    "expiration_month",
+    "expiration_year",
+    "transaction_id",
+    "failure_reason",
+    "failure_code",
+    "event_id",
+    "created_at",
+    "updated_at",
+    "processed_at",
+    "lease_until",
+    "published_at",
+    "cancelled_at",
+    "refund_reason",
+    "refund_requested_at",
+    "refund_id",
+    "refunded_at",
 )
 
 

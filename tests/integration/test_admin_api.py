@@ -366,7 +366,7 @@ def payment_request(order_id: int, buyer_id: str) -> PaymentRequest:
 
 async def seed(app: Any, buyer_id: str, statuses: list[PaymentStatus]) -> list[Any]:
     """Payments for one buyer, oldest first."""
-    repository = SeedingRepository(app.components.repository.engine)
+    repository = SeedingRepository(app.components.admin_repository().engine)
     made = []
     for status in statuses:
         payment, created = await repository.create(payment_request(next_order_id(), buyer_id))

@@ -22,12 +22,12 @@ from app.gateway import (
     GatewayOutage,
     GatewayTransientError,
     GatewayUnusableError,
-    HttpGateway,
     RefundRequest,
     RetryingCharger,
     RetryPolicy,
 )
 from app.gateway.fake import RunningFakeGateway, running_fake_gateway
+from app.gateway.http import HttpGateway
 from tests.support import ROOT, free_port, next_order_id
 
 API_KEY = "sk_test_integration_7d41c9e2"

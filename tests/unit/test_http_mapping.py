@@ -16,12 +16,12 @@ from app.gateway import (
     ChargeRequest,
     GatewayTransientError,
     GatewayUnusableError,
-    HttpGateway,
     RefundRequest,
     RefundResult,
     SimulatedGateway,
     gateway_from,
 )
+from app.gateway.http import HttpGateway
 
 KEY = "sk_test_unit_5f1c2a"
 METHOD = PaymentMethod(PaymentMethodType.CREDIT_CARD, "4242", CardBrand.VISA, "Jane Q Holder", 12, 2030)
