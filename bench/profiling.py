@@ -166,7 +166,7 @@ class Profiler:
     def __init__(self, args: argparse.Namespace, pid: int, label: str, kind: str):
         exe = pyspy_path()
         if exe is None:
-            raise SetupError("--profile needs py-spy (pip install py-spy)")
+            raise SetupError("--profile needs py-spy (scripts/bootstrap installs it)")
         self.raw = Path(args.work_dir) / f"{label}.{kind}.pyspy.txt"
         self.raw.unlink(missing_ok=True)
         self.err = Path(args.work_dir) / f"{label}.{kind}.pyspy.log"

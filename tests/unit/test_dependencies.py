@@ -21,7 +21,7 @@ DEV = [Requirement(r) for r in PROJECT["optional-dependencies"]["dev"]]
 # Packages that are only for tests, linting or generating documents: never in the image.
 DEV_ONLY = {
     "pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "schemathesis", "openapi-spec-validator",
-    "testcontainers", "kubernetes-validate", "pyyaml", "ruff", "mypy", "uv", "typer", "rich", "watchfiles",
+    "testcontainers", "kubernetes-validate", "pyyaml", "ruff", "mypy", "uv", "typer", "rich", "watchfiles", "py-spy",
 }  # fmt: skip
 
 
