@@ -4,6 +4,10 @@ Readiness is computed off the request path: a background task refreshes the chec
 a second and a probe only reads the last answer. Scrapes share one rendering of the metrics
 for about a second. Either way a poller, however eager, costs the service about one check
 (or one rendering) a second, never one per request.
+
+What is left is the request itself (uvicorn, routing, the access line): `ProbeAnswers` answers
+these paths in front of the router, and paces each client address so that a poller in a tight
+loop cannot take the CPU the payments need.
 """
 
 from __future__ import annotations
@@ -20,8 +24,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
+
+from app.http.ratelimit import Pacer
 
 UP, DOWN, UNKNOWN = "UP", "DOWN", "UNKNOWN"
+# Each client address gets at most PROBE_RATE answers a second on the probe and metrics paths,
+# after a burst of two seconds' worth; a faster request is delayed (never refused), and never by
+# more than PROBE_MAX_WAIT_S, well inside kubelet's default probe timeout of 1 s. Kubelet probes
+# a pod about every 10 s per probe and Prometheus scrapes every 15-60 s, far below; a poller in a
+# tight loop is held to PROBE_RATE answers a second. Constants rather than settings: no
+# deployment needs another value, and a wrong one could only delay its own probes.
+PROBE_RATE = 20.0
+PROBE_BURST = 2 * PROBE_RATE
+PROBE_MAX_WAIT_S = 0.5
 Ping = Callable[[], Awaitable[bool]]
 Check = Callable[[], Any]  # returns a value or an awaitable of one
 
@@ -138,7 +154,10 @@ class Health:
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         snapshot = await self.current()
-        return self.started and not self.stopping and snapshot.ready, snapshot.checks
+        return self.ready_in(snapshot), snapshot.checks
+
+    def ready_in(self, snapshot: Readiness) -> bool:
+        return self.started and not self.stopping and snapshot.ready
 
 
 class MetricsText:
@@ -189,3 +208,79 @@ def probe_routes(health: Health, metrics: MetricsText) -> list[Route]:
         Route("/healthz/ready", readiness, methods=["GET"]),
         Route("/metrics", scrape, methods=["GET"]),
     ]
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
+_NOSNIFF = (b"x-content-type-options", b"nosniff")  # what the edge adds to these answers
+
+
+def _answer(response: Response) -> Answer:
+    return response.status_code, [*response.raw_headers, _NOSNIFF], bytes(response.body)
+
+
+class ProbeAnswers:
+    """The routes of `probe_routes`, answered in front of the router with the same bytes as
+    they are behind the edge, built by the same responses once per change (readiness, metrics)
+    or once (liveness, startup). Each client address is paced by `pacer` (see PROBE_RATE).
+
+    `handles(scope)` says which requests: GET or HEAD of those paths without a declared body
+    (a body is the edge's to refuse). `answer(scope)` waits for the client's slot, then gives
+    the answer."""
+
+    def __init__(
+        self,
+        health: Health,
+        metrics: MetricsText,
+        pacer: Pacer | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.health = health
+        self.metrics = metrics
+        self.pacer = pacer or Pacer(PROBE_RATE, PROBE_BURST, max_wait=PROBE_MAX_WAIT_S)
+        self.sleep = sleep
+        self._up = _answer(JSONResponse({"status": UP}))
+        self._starting = _answer(JSONResponse({"status": "STARTING"}, status_code=503))
+        self._ready: tuple[Readiness, bool, Answer] | None = None
+        self._scrape: tuple[bytes, Answer] | None = None
+        self._paths: dict[str, Callable[[], Awaitable[Answer]]] = {
+            "/healthz/startup": self.startup,
+            "/healthz/liveness": self.liveness,
+            "/healthz": self.liveness,
+            "/healthz/readiness": self.readiness,
+            "/healthz/ready": self.readiness,
+            "/metrics": self.scrape,
+        }
+
+    def handles(self, scope: Scope) -> bool:
+        if scope["path"] not in self._paths or scope["method"] not in ("GET", "HEAD"):
+            return False
+        return all(name != b"content-length" or value == b"0" for name, value in scope["headers"])
+
+    async def answer(self, scope: Scope) -> Answer:
+        client = scope.get("client")
+        wait = self.pacer.delay(client[0] if client else "")
+        if wait > 0:
+            await self.sleep(wait)
+        return await self._paths[scope["path"]]()
+
+    async def startup(self) -> Answer:
+        return self._up if self.health.started else self._starting
+
+    async def liveness(self) -> Answer:
+        return self._up
+
+    async def readiness(self) -> Answer:
+        snapshot = await self.health.current()
+        ready = self.health.ready_in(snapshot)
+        cached = self._ready
+        if cached is None or cached[0] is not snapshot or cached[1] != ready:
+            body = {"status": UP if ready else DOWN, "checks": snapshot.checks}
+            cached = self._ready = (snapshot, ready, _answer(JSONResponse(body, status_code=200 if ready else 503)))
+        return cached[2]
+
+    async def scrape(self) -> Answer:
+        text = self.metrics.render()
+        cached = self._scrape
+        if cached is None or cached[0] is not text:
+            cached = self._scrape = (text, _answer(Response(text, media_type=CONTENT_TYPE_LATEST)))
+        return cached[1]

@@ -1,4 +1,5 @@
-"""Per-client token buckets for the admin routes, in bounded memory.
+"""Per-client token buckets for the admin routes, and per-client pacing for the probes, in
+bounded memory.
 
 Each client (keyed by its address) gets a bucket of `burst` tokens refilled at `rate` per
 second; a request takes one token or is refused with the seconds until one is back. Buckets
@@ -66,3 +67,62 @@ class TokenBuckets:
 def retry_after(seconds: float) -> str:
     """A Retry-After header value: whole seconds, at least 1."""
     return str(max(1, math.ceil(seconds)))
+
+
+class Pacer:
+    """A schedule per client (GCRA): each client is answered at most `rate` times a second
+    after a burst of `burst`; a faster request is delayed until its slot, never refused.
+
+    `delay(client)` books the client's next slot and says how long to wait for it. A slot more
+    than `max_wait` away is not booked: that request waits `max_wait` and is answered then, so
+    no request ever waits longer, and a client with many requests in flight is answered at most
+    `rate` times a second plus once per `max_wait` per request it keeps waiting. State is one
+    number per client, kept in an LRU map of at most `max_clients`; a client whose schedule has
+    caught up with the clock carries none and is dropped.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_wait: float,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate <= 0 or burst < 1 or max_wait < 0:
+            raise ValueError("rate must be positive, burst at least 1, max_wait not negative")
+        self.interval = 1 / rate
+        self.max_wait = max_wait
+        self.max_clients = max_clients
+        self.clock = clock
+        self._tolerance = (burst - 1) * self.interval  # how far ahead of the clock a schedule may run free
+        # A booked schedule ends at most this long after the client was last seen.
+        self._horizon = self._tolerance + max_wait + self.interval
+        # client -> (when its schedule is free again, when it was last seen); most recently seen last.
+        self._free_at: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._free_at)
+
+    def delay(self, client: str) -> float:
+        """The seconds this request waits before it is answered (0: at once)."""
+        now = self.clock()
+        free_at, _ = self._free_at.pop(client, (now, now))
+        self._evict(now)
+        free_at = max(free_at, now)
+        wait = free_at - self._tolerance - now
+        if wait > self.max_wait:
+            self._free_at[client] = (free_at, now)
+            return self.max_wait
+        self._free_at[client] = (free_at + self.interval, now)
+        return max(0.0, wait)
+
+    def _evict(self, now: float) -> None:
+        schedules = self._free_at
+        # Oldest first: a client last seen more than the horizon ago has caught up with the clock.
+        while schedules:
+            client, (_, seen) = next(iter(schedules.items()))
+            if now - seen < self._horizon and len(schedules) < self.max_clients:
+                break
+            del schedules[client]

@@ -6,6 +6,9 @@
 `status`, `failure_code`, `attempt`, `duration_ms`, …), plus `trace_id`/`span_id` while a
 span is recorded. `LOG_FORMAT=text`: the same on one readable line. See README "Logs".
 
+Probe and scrape access lines (`QUIET_PATHS`) are dropped on the access logger unless
+debugging, and written at DEBUG when debugging.
+
 Never written: uvicorn's access lines lose the query string (a token sent as `?token=` stays
 out), and an HTTP failure is logged by its exception types and code locations only
 (`failure_summary`), because a database error's message carries the statement's parameters.
@@ -115,6 +118,25 @@ def _is_quiet_access(record: logging.LogRecord) -> bool:
     return _access_path(record).startswith(QUIET_PATHS)
 
 
+class QuietAccess(logging.Filter):
+    """Drops uvicorn's access records of the probe and metrics paths (`QUIET_PATHS`) on the
+    access logger itself, before a handler, a lock or a formatter sees them. Installed unless
+    debugging; at DEBUG those lines are written, demoted to DEBUG by `_InterceptHandler`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and len(args) > 2 and str(args[2]).startswith(QUIET_PATHS))
+
+
+def quiet_probe_access(debugging: bool) -> None:
+    """`QuietAccess` on uvicorn's access logger, once, unless debugging."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    for installed in [f for f in access.filters if isinstance(f, QuietAccess)]:
+        access.removeFilter(installed)
+    if not debugging:
+        access.addFilter(QuietAccess())
+
+
 def failure_summary(error: BaseException, frames: int = 6) -> dict[str, str]:
     """An exception for an error line without its messages: the chain's type names and the last
     code locations. Messages stay out because a database error's text carries the statement's
@@ -149,6 +171,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         std = logging.getLogger(name)
         std.handlers = [handler]
         std.propagate = False
+    quiet_probe_access(debugging)
     # FastStream writes "Received"/"Processed" per message at DEBUG, handler errors at ERROR.
     logging.getLogger("faststream").setLevel(std_level)
     logging.getLogger(FASTSTREAM_ACCESS_LOGGER).setLevel(std_level)
