@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from aiormq.exceptions import AMQPConnectionError
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.specification import AsyncAPI
@@ -39,6 +40,7 @@ from app.messaging.broker import build_broker
 from app.messaging.consumer import Consumers
 from app.messaging.contract import declare_publishers, register
 from app.messaging.dlq import DlqOperations
+from app.messaging.outbound import OutcomeChannel
 from app.messaging.parking import ParkingLot
 from app.messaging.publishing import OutcomePublisher, PublishedMarks
 from app.messaging.topology import Topology
@@ -77,6 +79,7 @@ class Components:
     auth: Authenticator
     dlq: DlqOperations
     tracer: Any = None
+    outbound: Any = None  # the outcomes' own AMQP channel (OutcomeChannel, or a test's sink)
     repository: PaymentRepository | None = None
     database_ready: bool = False  # migrated and the ledger's pool open
 
@@ -99,6 +102,7 @@ def build(
     gateway: Any = None,
     clock: Callable[[], float] = time.monotonic,
     tracer_provider: Any = None,
+    outbound: Any = None,
 ) -> Components:
     metrics = PaymentMetrics()
     topology = Topology.from_settings(settings)
@@ -117,7 +121,9 @@ def build(
     payments = PaymentService(ledger, charger, refunds, lease_s=lease_s, faults=faults, on_conflict=metrics.conflict)
 
     marks = PublishedMarks(ledger.mark_published)
-    outcomes = OutcomePublisher(declare_publishers(broker, topology), marks, metrics)
+    declare_publishers(broker, topology)  # the AsyncAPI document's outcome channels
+    outbound = outbound or OutcomeChannel(settings.amqp_url, topology.exchange.name, tracer_provider=tracer)
+    outcomes = OutcomePublisher(outbound, marks, metrics)
     watch = ConsumerWatch(broker, [lot.queue for lot in topology.lots])
     health = _health(ledger, broker, watch, breaker)
     consumers = Consumers(
@@ -166,6 +172,7 @@ def build(
         auth=Authenticator.from_settings(settings),
         dlq=DlqOperations.from_settings(settings),
         tracer=tracer,
+        outbound=outbound,
     )
 
 
@@ -256,6 +263,9 @@ class Lifecycle:
         for queue, routing_key in c.topology.bindings():
             declared = await c.broker.declare_queue(queue)
             await declared.bind(c.topology.exchange.name, routing_key=routing_key)
+        # Outcomes go out on a connection of their own (a message consumed before this point
+        # opens it itself); opened here so that a refused connection shows at start-up.
+        await patiently(c.outbound.open, what="RabbitMQ (outcomes)", retry_on=_broker_unreachable, initial_s=0.5)
         c.marks.start()
         c.reconciler.start()
         await c.watch.start()
@@ -281,6 +291,7 @@ class Lifecycle:
         c = self.c
         await c.health.stop()
         await c.marks.stop()
+        await c.outbound.close()  # the handlers have finished (or been given up) by now
         await c.ledger.close()
         if c.repository is not None:
             await c.repository.engine.dispose()
@@ -315,6 +326,10 @@ def create_app(settings: Settings | None = None, **seams: Any) -> PaymentApp:
     return app
 
 
+def _broker_unreachable(error: BaseException) -> bool:
+    return isinstance(error, (OSError, AMQPConnectionError))
+
+
 def _database_unreachable(error: BaseException) -> bool:
     return isinstance(error, (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError))
 
@@ -333,8 +348,10 @@ def refund_from_cli(settings: Settings, order_id: int, reason: str | None) -> in
         await components.broker.connect()
         try:
             await components.broker.declare_exchange(components.topology.exchange)
+            await components.outbound.open()  # before the refund: an unreachable broker refunds nothing
             result = await OperatorRefunds(components).refund(order_id, reason)
         finally:
+            await components.outbound.close()
             await components.broker.stop()
             await components.ledger.close()
             closer = getattr(components.gateway, "aclose", None)

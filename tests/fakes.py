@@ -208,3 +208,27 @@ class OpenGate:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
         return self.available
+
+
+class RecordingOutcomes:
+    """The outcomes' AMQP channel in memory: records what it is asked to publish (confirmed at
+    once), or raises `failure` when one is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, str]] = []  # (routing key, body, event id)
+        self.failure: Exception | None = None
+        self.opened = self.closed = False
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def send(self, routing_key: str, body: bytes, event_id: str) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.sent.append((routing_key, body, event_id))
+
+    def bodies(self, routing_key: str) -> list[bytes]:
+        return [body for key, body, _ in self.sent if key == routing_key]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from typing import Protocol
 
-from faststream.rabbit.publisher.usecase import RabbitPublisher
 from loguru import logger
 
 from app.domain import Payment
@@ -63,12 +63,20 @@ class PublishedMarks:
         await self.flush()
 
 
+class OutcomeSink(Protocol):
+    """Where outcome events go (app/messaging/outbound.py: the outcomes' own AMQP channel)."""
+
+    async def send(self, routing_key: str, body: bytes, event_id: str) -> None:
+        """Publish persistently and return once the broker confirmed; raise otherwise."""
+
+
 class OutcomePublisher:
     """Publishes the outcome event of a final payment, persistently, and waits for the broker's
-    confirm. The publishers are the ones declared in the contract module (AsyncAPI)."""
+    confirm. The AsyncAPI document describes these messages through the publishers declared
+    in the contract module; the messages themselves go out through `sink`."""
 
-    def __init__(self, publishers: dict[str, RabbitPublisher], marks: PublishedMarks, metrics: PaymentMetrics) -> None:
-        self.publishers = publishers  # by routing key
+    def __init__(self, sink: OutcomeSink, marks: PublishedMarks, metrics: PaymentMetrics) -> None:
+        self.sink = sink
         self.marks = marks
         self.metrics = metrics
 
@@ -77,10 +85,7 @@ class OutcomePublisher:
         if payment.announces is None:  # CANCELLED, or the charge of a cancelled order: nothing to say
             return False
         routing_key, body, event_id = outcome_event(payment)
-        key = str(event_id)
-        await self.publishers[routing_key].publish(
-            body, content_type="application/json", message_id=key, correlation_id=key
-        )
+        await self.sink.send(routing_key, body, str(event_id))
         self.metrics.labelled(self.metrics.published, routing_key).inc()
         self.marks.add(payment.id, payment.status.value)
         logger.debug(

@@ -1,6 +1,7 @@
 """The event contract end to end in memory: FastStream's test broker delivers to the decorated
 subscribers, the consumer policy runs against an in-memory store and the simulated gateway,
-and the declared publishers (AsyncAPI) are checked with their mocks. No RabbitMQ, no PostgreSQL."""
+and the outcomes are recorded by an in-memory sink in place of their AMQP channel. No RabbitMQ,
+no PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,22 +15,20 @@ from app.bootstrap import build
 from app.config import load_settings
 from app.gateway import SimulatedGateway
 from app.messaging.topology import ORDER_CANCELLED_KEY, STOCK_CONFIRMED_KEY
-from tests.fakes import InMemoryPaymentStore
+from tests.fakes import InMemoryPaymentStore, RecordingOutcomes
 from tests.support import FAILED_KEYS, REFUNDED_KEYS, SUCCEEDED_KEYS, event
 
 
 @pytest.fixture
 def parts():
     settings = load_settings(payment_delay_ms=0)
-    return build(settings, ledger=InMemoryPaymentStore(), gateway=SimulatedGateway(delay_ms=0))
+    return build(
+        settings, ledger=InMemoryPaymentStore(), gateway=SimulatedGateway(delay_ms=0), outbound=RecordingOutcomes()
+    )
 
 
 def published(parts, routing_key: str) -> list[dict]:
-    mock = parts.outcomes.publishers[routing_key].mock
-    # The test broker hands the mock the decoded JSON body.
-    return [
-        call.args[0] if isinstance(call.args[0], dict) else json.loads(call.args[0]) for call in mock.call_args_list
-    ]
+    return [json.loads(body) for body in parts.outbound.bodies(routing_key)]
 
 
 async def send(broker, parts, body, routing_key: str = STOCK_CONFIRMED_KEY) -> None:
@@ -110,3 +109,39 @@ async def test_cancel_before_stock_confirmed_means_never_charged_and_nothing_pub
         for key in ("payment.succeeded", "payment.failed", "payment.refunded"):
             assert published(parts, key) == []
         assert parts.ledger.payments[body["orderId"]].status.value == "CANCELLED"
+
+
+class _Delivery:
+    """A consumed message as the consumer policy sees it (body, ack/nack, redelivered flag)."""
+
+    def __init__(self, body: bytes, redelivered: bool = False) -> None:
+        self.body = body
+        self.headers: dict = {}
+        self.content_type = None
+        self.message_id = "m-1"
+        self.raw_message = type("Raw", (), {"redelivered": redelivered})()
+        self.acked = False
+        self.nacked: list[bool] = []
+
+    async def ack(self) -> None:
+        self.acked = True
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.nacked.append(requeue)
+
+
+async def test_an_outcome_the_broker_did_not_confirm_leaves_the_message_unacknowledged(parts) -> None:
+    from aiormq.exceptions import DeliveryError
+
+    parts.outbound.failure = DeliveryError(None, None)  # a nack (a return or a lost connection alike)
+    body = event()
+    delivery = _Delivery(json.dumps(body).encode())
+    await parts.consumers.stock_confirmed(delivery)
+    assert not delivery.acked and delivery.nacked == [True]  # back to the queue
+    assert parts.ledger.payments[body["orderId"]].status.value == "SUCCEEDED"  # recorded, still owed
+    assert parts.outbound.sent == [] and parts.outcomes.marks._pending == []
+
+    parts.outbound.failure = None
+    again = _Delivery(json.dumps(body).encode(), redelivered=True)
+    await parts.consumers.stock_confirmed(again)
+    assert again.acked and len(published(parts, "payment.succeeded")) == 1
