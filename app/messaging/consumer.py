@@ -37,6 +37,10 @@ from app.service.ports import GatewayGate
 from app.service.refunds import RefundService
 
 
+# What became of a consumed message (`payment_consumed_total{result}`).
+ACKED, PARKED, REQUEUED = "acked", "parked", "requeued"
+
+
 class Released(Exception):
     """The service is stopping while it holds a message for the gateway: give it back."""
 
@@ -76,6 +80,7 @@ class Consumers:
                     self.faults.hit("after_publish")
                 self.faults.hit("before_ack")
                 await message.ack()
+                self._consumed(lot, ACKED)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - any fault: requeue once, then park (never lose, never loop)
@@ -104,6 +109,7 @@ class Consumers:
                 if result.payment.status is PaymentStatus.REFUNDED:
                     await self.outcomes.publish(result.payment)
                 await message.ack()
+                self._consumed(lot, ACKED)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - any fault: requeue once, then park (never lose, never loop)
@@ -144,9 +150,13 @@ class Consumers:
             self.metrics.held.dec()
         return request
 
+    def _consumed(self, lot: Lot, result: str) -> None:
+        self.metrics.labelled(self.metrics.consumed, lot.queue.name, result).inc()
+
     async def _park(self, message: RabbitMessage, lot: Lot, problem: Unreadable) -> None:
         await self.parking.park(message, lot, problem.reason, problem.category)
         await message.ack()
+        self._consumed(lot, PARKED)
 
     async def _after_failure(self, message: RabbitMessage, lot: Lot, error: Exception) -> None:
         """An unexpected fault (outages are waited out below this level): the first time, the
@@ -154,6 +164,7 @@ class Consumers:
         parked with the reason, so that one poison message cannot cycle forever or hold up the
         queue. While the service stops, nothing is parked: another replica gets the message."""
         if isinstance(error, Released):
+            self._consumed(lot, REQUEUED)
             with suppress(Exception):
                 await message.nack(requeue=True)
             return
@@ -163,11 +174,13 @@ class Consumers:
                 reason = f"processing failed: {type(error).__name__}: {error}"
                 await self.parking.park(message, lot, reason[:500], "processing_error")
                 await message.ack()
+                self._consumed(lot, PARKED)
                 return
             except Exception:  # noqa: BLE001 - the broker is gone: it redelivers later
                 logger.warning("could not park the message; it goes back to the queue")
         else:
             logger.opt(exception=error).error("processing failed; the message goes back to the queue")
+        self._consumed(lot, REQUEUED)
         await asyncio.sleep(1.0)  # no hot loop on a persistent fault
         with suppress(Exception):
             await message.nack(requeue=True)

@@ -64,7 +64,14 @@ class PaymentMetrics:
         self._define_saga(r)
 
     def _define_payments(self, r: CollectorRegistry) -> None:
-        """Payments finished, money charged, time per message."""
+        """Messages consumed, payments finished, money charged, time per message."""
+        self.consumed = Counter(
+            "payment_consumed",
+            "Messages consumed, by queue and by what became of them: acked (handled), parked (a copy in "
+            "the queue's .dlq, the original acknowledged) or requeued (given back to the queue).",
+            ["queue", "result"],
+            registry=r,
+        )
         self.processed = Counter(
             "payment_processed",
             "Payments finished (by the consumer or the reconciler), by outcome (succeeded / failed / replayed) "

@@ -124,11 +124,12 @@ async def test_metrics_change_by_exactly_the_expected_amounts(settings_factory) 
     assert d("payment_outcome_events_published_total", routing_key="payment.failed") == 2
     assert d("payment_reconciled_total") == 0
     assert value(after, "payment_in_flight") == 0
-    # FastStream's own middleware: six messages received, one parked copy sent (the outcomes go
-    # out on a channel of their own).
-    assert d("faststream_received_messages_total") == 6
-    assert d("faststream_received_processed_messages_total", status="acked") == 6
-    assert d("faststream_published_messages_total", status="success") == 1
+    # Six messages consumed: five handled and acknowledged, one parked; none given back.
+    queue = settings.rabbitmq_consume_queue
+    assert d("payment_consumed_total", queue=queue, result="acked") == 5
+    assert d("payment_consumed_total", queue=queue, result="parked") == 1
+    assert d("payment_consumed_total") == 6
+    assert not any(name.startswith("faststream_") for name, _ in after)  # no FastStream middleware
     # The gauges the reconciler maintains are exported even before its first sweep.
     names = {name for name, _ in after}
     assert {"payment_stuck", "payment_unpublished_outcomes", "payment_unfinished"} <= names
@@ -163,7 +164,9 @@ async def test_metric_labels_are_bounded(settings_factory) -> None:
             "TIMEOUT",
             "UNKNOWN",
         },
-        "result": {"ok", "declined", "transient", "timeout", "unusable"},
+        # gateway attempts; what became of a consumed message (payment_consumed_total)
+        "result": {"ok", "declined", "transient", "timeout", "unusable", "acked", "parked", "requeued"},
+        "queue": {settings.rabbitmq_consume_queue, settings.rabbitmq_cancel_queue},
         "reason": {
             "invalid_json",
             "not_an_object",

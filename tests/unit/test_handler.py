@@ -88,6 +88,7 @@ async def test_unreadable_message_is_parked_and_not_charged(parts) -> None:
         assert parts.ledger.payments == {}
         assert next(body for body, _ in parked) == b"{not json"
         assert len(parked) == 2 and all(headers["x-rejection-reason"] for _, headers in parked)
+        assert consumed(parts, "parked") == 2 and consumed(parts, "acked") is None
 
 
 async def test_cancel_after_success_publishes_payment_refunded(parts) -> None:
@@ -145,3 +146,9 @@ async def test_an_outcome_the_broker_did_not_confirm_leaves_the_message_unacknow
     again = _Delivery(json.dumps(body).encode(), redelivered=True)
     await parts.consumers.stock_confirmed(again)
     assert again.acked and len(published(parts, "payment.succeeded")) == 1
+    assert consumed(parts, "requeued") == consumed(parts, "acked") == 1
+
+
+def consumed(parts, result: str) -> float | None:
+    queue = parts.topology.stock_confirmed.queue.name
+    return parts.metrics.registry.get_sample_value("payment_consumed_total", {"queue": queue, "result": result})
