@@ -31,11 +31,11 @@ from app.messaging.decoding import Unreadable, decode_order_cancelled, decode_st
 from app.messaging.parking import ParkingLot
 from app.messaging.publishing import OutcomePublisher
 from app.messaging.topology import Lot, Topology
+from app.observability import fastlog
 from app.observability.metrics import PaymentMetrics
 from app.service.payments import PaymentDeferred, PaymentService
 from app.service.ports import GatewayGate
 from app.service.refunds import RefundService
-
 
 # What became of a consumed message (`payment_consumed_total{result}`).
 ACKED, PARKED, REQUEUED = "acked", "parked", "requeued"
@@ -204,6 +204,8 @@ def _deadline(request: PaymentRequest, max_wait_s: float) -> float:
 
 
 def _log_result(result: ProcessingResult, started: float) -> None:
+    """The line per payment: written straight as JSON when logging is the JSON sink
+    (app/observability/fastlog.py), else through loguru; the same line either way."""
     payment = result.payment
     context = {
         "payment_id": payment.id,
@@ -212,12 +214,22 @@ def _log_result(result: ProcessingResult, started: float) -> None:
     }
     code = payment.failure_code.value if payment.failure_code else None
     if result.disposition is Disposition.IN_PROGRESS:
-        logger.info("payment in progress elsewhere; its owner publishes the outcome", **context)
+        message = "payment in progress elsewhere; its owner publishes the outcome"
+        if not fastlog.emit("INFO", message, __name__, context):
+            logger.info(message, **context)
     elif result.disposition is Disposition.ALREADY_PROCESSED:
-        logger.info("already processed; re-publishing the stored outcome", failure_code=code, **context)
+        message = "already processed; re-publishing the stored outcome"
+        fields = {"failure_code": code, **context}
+        if not fastlog.emit("INFO", message, __name__, fields):
+            logger.info(message, **fields)
     elif payment.status is PaymentStatus.SUCCEEDED:
-        logger.info("payment succeeded", **context)
+        if not fastlog.emit("INFO", "payment succeeded", __name__, context):
+            logger.info("payment succeeded", **context)
     elif payment.status is PaymentStatus.REFUNDED:
-        logger.info("payment refunded: the order was cancelled during the charge", **context)
+        message = "payment refunded: the order was cancelled during the charge"
+        if not fastlog.emit("INFO", message, __name__, context):
+            logger.info(message, **context)
     else:
-        logger.warning("payment failed: {reason}", reason=payment.failure_reason, failure_code=code, **context)
+        fields = {"reason": payment.failure_reason, "failure_code": code, **context}
+        if not fastlog.emit("WARNING", f"payment failed: {payment.failure_reason}", __name__, fields):
+            logger.warning("payment failed: {reason}", **fields)
