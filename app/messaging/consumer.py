@@ -21,6 +21,7 @@ from app.domain import (
     FAILURE_REASONS,
     Disposition,
     FailureCode,
+    Payment,
     PaymentRequest,
     PaymentStatus,
     ProcessingResult,
@@ -76,7 +77,7 @@ class Consumers:
                 result = await self._process(request)
                 _log_result(result, started)
                 self.metrics.payment_done(result.disposition, result.payment)
-                if result.should_publish and await self.outcomes.publish(result.payment):
+                if result.should_publish and await self._announce(result.payment):
                     self.faults.hit("after_publish")
                 self.faults.hit("before_ack")
                 await message.ack()
@@ -107,7 +108,7 @@ class Consumers:
                     reason=cancellation.reason,
                 )
                 if result.payment.status is PaymentStatus.REFUNDED:
-                    await self.outcomes.publish(result.payment)
+                    await self._announce(result.payment)
                 await message.ack()
                 self._consumed(lot, ACKED)
         except asyncio.CancelledError:
@@ -149,6 +150,23 @@ class Consumers:
         finally:
             self.metrics.held.dec()
         return request
+
+    async def _announce(self, payment: Payment) -> bool:
+        """Publish the recorded outcome; True once the broker confirmed it. If it cannot be
+        published now (a nack, the outcome connection down), the outcome stays owed in the
+        database, where the reconciler finds and publishes it: the message is acknowledged all
+        the same, so a broker restart never parks a message whose payment is settled."""
+        try:
+            return await self.outcomes.publish(payment)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the outcome is owed, not lost
+            logger.warning(
+                "outcome not confirmed by the broker; the reconciler publishes it: {error}",
+                error=_describe(error),
+                payment_id=payment.id,
+            )
+            return False
 
     def _consumed(self, lot: Lot, result: str) -> None:
         self.metrics.labelled(self.metrics.consumed, lot.queue.name, result).inc()
@@ -192,6 +210,14 @@ async def _provoke_channel_error(message: RabbitMessage) -> None:
     logger.warning("fault injection: provoking a channel error on the consumers' channel")
     with suppress(Exception):
         await message.raw_message.channel.queue_declare("payment.fault-injection.missing", passive=True)
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - some client exceptions cannot render themselves
+        text = ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _deadline(request: PaymentRequest, max_wait_s: float) -> float:

@@ -7,8 +7,8 @@ rather than FastStream's publisher chain (micro-benchmark in the commit that int
   the channel by itself. A publish that finds the channel closed waits up to
   `ready_timeout_s` for it to come back, then raises.
 - `send` returns only once the broker has confirmed the message. A nack (`DeliveryError`), a
-  closed channel or a lost connection raises, so the caller does not acknowledge what it
-  consumed and the reconciler publishes the outcome again.
+  closed channel or a lost connection raises: the outcome stays owed in the database (not
+  marked published), and the reconciler publishes it (see `Consumers._announce`).
 - An outcome no queue is bound for is confirmed by the broker and dropped, as it always was
   (`payment.refunded` may have no consumer at all): it is published `mandatory`, so the
   broker hands it back and a warning names it, but that is not an error.
