@@ -26,6 +26,19 @@ async def test_lone_item_runs_at_once_and_concurrent_items_share_batches() -> No
     assert sorted(i for batch in batches for i in batch) == list(range(1, 52))
 
 
+async def test_items_submitted_in_one_loop_iteration_share_the_first_statement() -> None:
+    batches: list[list[int]] = []
+
+    async def run_batch(items: list[int]) -> list[int]:
+        batches.append(items)
+        await asyncio.sleep(0.01)
+        return items
+
+    committer = GroupCommitter(run_batch, lambda i: run_batch([i]))
+    assert await asyncio.gather(*(committer.submit(i) for i in range(10))) == list(range(10))
+    assert batches == [list(range(10))]
+
+
 async def test_a_failing_item_fails_alone() -> None:
     async def run_batch(items: list[int]) -> list[int]:
         await asyncio.sleep(0)
