@@ -9,7 +9,7 @@ from faststream.asgi import AsgiFastStream
 from starlette.types import Receive, Scope, Send
 
 from app.backoff import patiently
-from app.http.probes import MetricsText, ProbeAnswers
+from app.http.probes import ProbeAnswers
 
 
 class PaymentApp(AsgiFastStream):
@@ -19,21 +19,12 @@ class PaymentApp(AsgiFastStream):
     Pollers of those paths must cost little: the routed answer goes through FastStream's route
     list, the edge and Starlette's router for a body that is already cached. `probes` answers
     them directly, with the same bytes, and paces each client address (see
-    `app/http/probes.py`). It is built when `components` is set, from their health and metrics.
+    `app/http/probes.py`).
     """
 
     http: Any = None
-    probes: ProbeAnswers | None = None
-    _components: Any = None
-
-    @property
-    def components(self) -> Any:
-        return self._components
-
-    @components.setter
-    def components(self, components: Any) -> None:
-        self._components = components
-        self.probes = ProbeAnswers(components.health, MetricsText(components.metrics.registry))
+    probes: ProbeAnswers | None = None  # set by the composition root (bootstrap.create_app)
+    components: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         probes = self.probes

@@ -13,7 +13,7 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry, Counter
 
 from app.asgi import PaymentApp
-from app.http.probes import PROBE_MAX_WAIT_S, Health
+from app.http.probes import PROBE_MAX_WAIT_S, Health, MetricsText, ProbeAnswers
 from app.http.ratelimit import Pacer
 from app.observability.logs import ACCESS_LOGGER, QuietAccess, quiet_probe_access
 from tests.http_fakes import always_up, client_of, http_app
@@ -77,7 +77,7 @@ def payment_app(health: Health, registry: CollectorRegistry, pacer: Pacer | None
     routed = Routed(http_app(health=health, metrics=metrics))
     app = PaymentApp(RabbitBroker(), asyncapi_path=None)
     app.http = routed
-    app.components = SimpleNamespace(health=health, metrics=metrics)
+    app.probes = ProbeAnswers(health, MetricsText(registry))
     if pacer is not None:
         assert app.probes is not None
         app.probes.pacer = pacer
