@@ -5,9 +5,11 @@ When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP, on gRPC
 port 4317, the collector's gRPC port, as the Foodies cluster configures it). FastStream's
 `RabbitTelemetryMiddleware` opens the consume span, continuing the W3C `traceparent` header
 of the incoming message (the Kotlin ordering service sends one when it traces), and injects
-a `traceparent` of the same trace into every message published while handling it (the
-outcome event, or the parked copy in `.dlq`). Between the two, a `charge` span covers the
-gateway call with all its retries; each attempt and each scheduled retry is an event on it.
+a `traceparent` of the same trace into what the broker publishes while handling it (the
+parked copy in `.dlq`). The outcome event goes out on its own connection
+(`app/messaging/outbound.py`), which opens a PRODUCER span and sends its `traceparent` the
+same way. Between the two, a `charge` span covers the gateway call with all its retries;
+each attempt and each scheduled retry is an event on it.
 
 Unset: no tracer provider, no middleware, no wrapper; the hot path does not change.
 """
