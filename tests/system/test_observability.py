@@ -360,7 +360,7 @@ async def test_text_format_is_one_readable_line(service_process: Any) -> None:
     started = [line for line in text if "starting payment service" in line]
     assert len(started) == 1
     timestamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z"
-    assert re.match(timestamp + r" \| INFO +\| app\.bootstrap \| starting payment service", started[0])
+    assert re.match(timestamp + r" \| INFO +\| app\.lifecycle \| starting payment service", started[0])
     assert not any(line.lstrip().startswith("{") for line in text)
 
 
