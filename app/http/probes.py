@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,12 @@ class Health:
 
     async def start(self) -> None:
         if self._task is None:
+            # A probe may have started a refresh before the consumers were attached; its answer
+            # (not ready) would stand until the next refresh. Let it finish, then check afresh,
+            # so that readiness turns 200 as soon as the service is ready.
+            if self._refreshing is not None:
+                with suppress(Exception):
+                    await asyncio.shield(self._refreshing)
             await self.refresh()
             self._task = asyncio.create_task(self._run(), name="health-refresher")
 

@@ -74,6 +74,22 @@ async def test_readiness_is_read_from_the_refresher_not_computed_per_request() -
     assert health._task is None
 
 
+async def test_start_does_not_reuse_a_refresh_begun_before_the_service_was_ready() -> None:
+    pings = Pings()
+    pings.consumers = False  # a probe arrives while the consumers are not attached yet
+    health = pings.health(interval_s=60.0)
+    early = asyncio.create_task(health.refresh())
+    await asyncio.sleep(0.005)  # the early refresh has read the consumers' state (the database check takes 10 ms)
+    pings.consumers = True
+    health.started = True
+    await health.start()
+    try:
+        assert not (await early).ready
+        assert (await health.current()).ready  # at once, not a refresh interval later
+    finally:
+        await health.stop()
+
+
 async def test_a_hanging_check_is_down_after_its_timeout() -> None:
     async def hangs() -> bool:
         await asyncio.sleep(60)
