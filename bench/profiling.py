@@ -67,14 +67,14 @@ _LIBRARIES = ("(loguru/", "(prometheus_client/", "(faststream/", "(aio_pika/", "
               "(fast_depends/", "(app/", "(uuid.py", "(asyncio/", "(uvicorn/", "(starlette/", "(pydantic")  # fmt: skip
 _BY_LEAF = (
     ("logging (loguru, the JSON line)", ("(loguru/",)),
-    (
-        "metrics (prometheus_client, FastStream's Prometheus middleware)",
-        ("(prometheus_client/", "(faststream/prometheus/"),
-    ),
+    ("metrics (prometheus_client)", ("(prometheus_client/", "(faststream/prometheus/")),
 )
 _BY_CALLER = (
-    ("logging (loguru, the JSON line)", ("(app/observability/logs.py", "_log_result (")),
-    ("outcome publish (FastStream publisher, aio-pika, aiormq)", ("OutcomePublisher.publish (",)),
+    (
+        "logging (loguru, the JSON line)",
+        ("(app/observability/logs.py", "(app/observability/fastlog.py", "_log_result ("),
+    ),
+    ("outcome publish (the outcome channel, aiormq)", ("OutcomePublisher.publish (", "OutcomeChannel.")),
     ("database statements (asyncpg)", ("(asyncpg/",)),
     ("AMQP socket writes (aiormq's writer task)", ("Connection.__writer (aiormq/",)),
 )
