@@ -10,15 +10,14 @@ failed) and `emit` returns False: the caller then logs through loguru as before,
 mode and every level setting behave as they always did.
 
 The bound context (`logger.contextualize`: `event_id`, `order_id`) is read from loguru's
-own context, secret keys are left out as the sink leaves them out, and `trace_id`/`span_id`
-are added while a span is recorded. Loguru 0.7's handler list, handler lock and context
+own context, and the line is built by the sink's own `logs.json_line` (secret keys left out,
+`trace_id`/`span_id` while a span is recorded). Loguru 0.7's handler list, handler lock and context
 variable are internals: the module only reads them, and a unit test compares its line with
 the sink's for every branch of the payment line.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 from loguru import logger
 
 from app.observability import logs
-from app.observability.tracing import current_span_ids
+from app.observability.logs import _json_sink
 
 try:  # loguru 0.7's context of `contextualize`
     from loguru._logger import context as _loguru_context
@@ -34,8 +33,6 @@ except ImportError:  # pragma: no cover - another loguru: always through loguru
     _loguru_context = None
 
 _LEVELS = {"INFO": 20, "WARNING": 30}
-_JSON_SINK = getattr(logs, "_json_sink", None)
-_SECRET_KEYS = getattr(logs, "_SECRET_KEYS", None)
 
 
 class _Setup:
@@ -53,11 +50,11 @@ _setup = _Setup()
 def _refresh(core: Any) -> None:
     _setup.handlers = handlers = core.handlers
     _setup.handler = None
-    if _JSON_SINK is None or _SECRET_KEYS is None or _loguru_context is None or len(handlers) != 1:
+    if _loguru_context is None or len(handlers) != 1:
         return
     (handler,) = handlers.values()
     sink = getattr(getattr(handler, "_sink", None), "_function", None)
-    if sink is _JSON_SINK and getattr(handler, "_filter", 1) is None and not getattr(handler, "_enqueue", True):
+    if sink is _json_sink and getattr(handler, "_filter", 1) is None and not getattr(handler, "_enqueue", True):
         _setup.handler, _setup.levelno = handler, handler._levelno  # noqa: SLF001 - loguru's handler, read only
 
 
@@ -73,18 +70,7 @@ def emit(level: str, message: str, name: str, fields: dict[str, Any]) -> bool:
     if handler is None or _LEVELS[level] < _setup.levelno or core.patcher or core.extra or core.activation_list:
         return False
     extra = {**_loguru_context.get(), **fields}  # not None: checked in _refresh
-    payload: dict[str, Any] = {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "level": level,
-        "message": message,
-        "logger": extra.get("logger", name),
-    }
-    for key, value in extra.items():
-        if key != "logger" and key.lower() not in _SECRET_KEYS:  # type: ignore[operator]  # checked in _refresh
-            payload[key] = value
-    if (ids := current_span_ids()) is not None:
-        payload["trace_id"], payload["span_id"] = ids
-    line = json.dumps(payload, default=str, ensure_ascii=False) + "\n"
+    line = logs.json_line(datetime.now(UTC), level, message, name, extra) + "\n"
     try:
         with handler._lock:  # noqa: SLF001 - the sink's own lock: no line interleaves with another
             sys.stdout.write(line)

@@ -21,7 +21,7 @@ import logging
 import re
 import sys
 import traceback
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
@@ -39,25 +39,38 @@ _STD_CONTEXT = ("message_id", "queue", "exchange")
 FASTSTREAM_ACCESS_LOGGER = "faststream.access.rabbit"
 
 
+def _visible(extra: dict[str, Any]) -> dict[str, Any]:
+    """The bound context as written: without the logger override and without secret keys."""
+    return {k: v for k, v in extra.items() if k != "logger" and k.lower() not in _SECRET_KEYS}
+
+
 def _context(record: Any) -> dict[str, Any]:
-    return {k: v for k, v in record["extra"].items() if k != "logger" and k.lower() not in _SECRET_KEYS}
+    return _visible(record["extra"])
+
+
+def json_line(when: datetime, level: str, message: str, name: str, extra: dict[str, Any], exception: Any = None) -> str:
+    """One JSON log line (without its newline): time, level, message, logger, the visible
+    context, the span ids while a span records, and the exception if there is one."""
+    payload: dict[str, Any] = {
+        "time": when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": level,
+        "message": message,
+        "logger": extra.get("logger", name),
+    }
+    payload.update(_visible(extra))
+    if (ids := current_span_ids()) is not None:
+        payload["trace_id"], payload["span_id"] = ids
+    if exception is not None:
+        exc_type, exc_value, _ = exception
+        payload["exception"] = f"{exc_type.__name__ if exc_type else 'Exception'}: {exc_value}"
+        payload["traceback"] = "".join(traceback.format_exception(*exception))
+    return json.dumps(payload, default=str, ensure_ascii=False)
 
 
 def _json_line(record: Any) -> str:
-    payload: dict[str, Any] = {
-        "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "level": record["level"].name,
-        "message": record["message"],
-        "logger": record["extra"].get("logger", record["name"]),
-    }
-    payload.update(_context(record))
-    if (ids := current_span_ids()) is not None:
-        payload["trace_id"], payload["span_id"] = ids
-    if record["exception"] is not None:
-        exc_type, exc_value, _ = record["exception"]
-        payload["exception"] = f"{exc_type.__name__ if exc_type else 'Exception'}: {exc_value}"
-        payload["traceback"] = "".join(traceback.format_exception(*record["exception"]))
-    return json.dumps(payload, default=str, ensure_ascii=False)
+    return json_line(
+        record["time"], record["level"].name, record["message"], record["name"], record["extra"], record["exception"]
+    )
 
 
 def _json_sink(message: Any) -> None:
@@ -124,8 +137,7 @@ class QuietAccess(logging.Filter):
     debugging; at DEBUG those lines are written, demoted to DEBUG by `_InterceptHandler`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        return not (isinstance(args, tuple) and len(args) > 2 and str(args[2]).startswith(QUIET_PATHS))
+        return not _is_quiet_access(record)
 
 
 def quiet_probe_access(debugging: bool) -> None:
