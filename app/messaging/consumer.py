@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from typing import Any
 
 from faststream.rabbit import RabbitMessage
 from loguru import logger
@@ -232,30 +233,26 @@ def _deadline(request: PaymentRequest, max_wait_s: float) -> float:
 def _log_result(result: ProcessingResult, started: float) -> None:
     """The line per payment: written straight as JSON when logging is the JSON sink
     (app/observability/fastlog.py), else through loguru; the same line either way."""
+    level, message, fields = _result_line(result, started)
+    if not fastlog.emit(level, message, __name__, fields):
+        logger.log(level, "{}", message, **fields)  # the message as it is: a reason may hold braces
+
+
+def _result_line(result: ProcessingResult, started: float) -> tuple[str, str, dict[str, Any]]:
     payment = result.payment
-    context = {
+    context: dict[str, Any] = {
         "payment_id": payment.id,
         "status": payment.status.value,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
     }
     code = payment.failure_code.value if payment.failure_code else None
     if result.disposition is Disposition.IN_PROGRESS:
-        message = "payment in progress elsewhere; its owner publishes the outcome"
-        if not fastlog.emit("INFO", message, __name__, context):
-            logger.info(message, **context)
-    elif result.disposition is Disposition.ALREADY_PROCESSED:
-        message = "already processed; re-publishing the stored outcome"
-        fields = {"failure_code": code, **context}
-        if not fastlog.emit("INFO", message, __name__, fields):
-            logger.info(message, **fields)
-    elif payment.status is PaymentStatus.SUCCEEDED:
-        if not fastlog.emit("INFO", "payment succeeded", __name__, context):
-            logger.info("payment succeeded", **context)
-    elif payment.status is PaymentStatus.REFUNDED:
-        message = "payment refunded: the order was cancelled during the charge"
-        if not fastlog.emit("INFO", message, __name__, context):
-            logger.info(message, **context)
-    else:
-        fields = {"reason": payment.failure_reason, "failure_code": code, **context}
-        if not fastlog.emit("WARNING", f"payment failed: {payment.failure_reason}", __name__, fields):
-            logger.warning("payment failed: {reason}", **fields)
+        return "INFO", "payment in progress elsewhere; its owner publishes the outcome", context
+    if result.disposition is Disposition.ALREADY_PROCESSED:
+        return "INFO", "already processed; re-publishing the stored outcome", {"failure_code": code, **context}
+    if payment.status is PaymentStatus.SUCCEEDED:
+        return "INFO", "payment succeeded", context
+    if payment.status is PaymentStatus.REFUNDED:
+        return "INFO", "payment refunded: the order was cancelled during the charge", context
+    fields = {"reason": payment.failure_reason, "failure_code": code, **context}
+    return "WARNING", f"payment failed: {payment.failure_reason}", fields
