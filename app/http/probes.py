@@ -191,21 +191,37 @@ class MetricsText:
         return self._text
 
 
+# The probe answers, built here for both ways in: the routes below and `ProbeAnswers`.
+def _startup_response(started: bool) -> Response:
+    if started:
+        return _liveness_response()
+    return JSONResponse({"status": "STARTING"}, status_code=503)
+
+
+def _liveness_response() -> Response:
+    return JSONResponse({"status": UP})
+
+
+def _readiness_response(ready: bool, checks: dict[str, str]) -> Response:
+    return JSONResponse({"status": UP if ready else DOWN, "checks": checks}, status_code=200 if ready else 503)
+
+
+def _scrape_response(text: bytes) -> Response:
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
 def probe_routes(health: Health, metrics: MetricsText) -> list[Route]:
     async def startup(_: Request) -> Response:
-        if health.started:
-            return JSONResponse({"status": UP})
-        return JSONResponse({"status": "STARTING"}, status_code=503)
+        return _startup_response(health.started)
 
     async def liveness(_: Request) -> Response:
-        return JSONResponse({"status": UP})
+        return _liveness_response()
 
     async def readiness(_: Request) -> Response:
-        ready, checks = await health.readiness()
-        return JSONResponse({"status": UP if ready else DOWN, "checks": checks}, status_code=200 if ready else 503)
+        return _readiness_response(*await health.readiness())
 
     async def scrape(_: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return _scrape_response(metrics.render())
 
     return [
         Route("/healthz/startup", startup, methods=["GET"]),
@@ -245,8 +261,8 @@ class ProbeAnswers:
         self.metrics = metrics
         self.pacer = pacer or Pacer(PROBE_RATE, PROBE_BURST, max_wait=PROBE_MAX_WAIT_S)
         self.sleep = sleep
-        self._up = _answer(JSONResponse({"status": UP}))
-        self._starting = _answer(JSONResponse({"status": "STARTING"}, status_code=503))
+        self._up = _answer(_startup_response(True))
+        self._starting = _answer(_startup_response(False))
         self._ready: tuple[Readiness, bool, Answer] | None = None
         self._scrape: tuple[bytes, Answer] | None = None
         self._paths: dict[str, Callable[[], Awaitable[Answer]]] = {
@@ -281,13 +297,12 @@ class ProbeAnswers:
         ready = self.health.ready_in(snapshot)
         cached = self._ready
         if cached is None or cached[0] is not snapshot or cached[1] != ready:
-            body = {"status": UP if ready else DOWN, "checks": snapshot.checks}
-            cached = self._ready = (snapshot, ready, _answer(JSONResponse(body, status_code=200 if ready else 503)))
+            cached = self._ready = (snapshot, ready, _answer(_readiness_response(ready, snapshot.checks)))
         return cached[2]
 
     async def scrape(self) -> Answer:
         text = self.metrics.render()
         cached = self._scrape
         if cached is None or cached[0] is not text:
-            cached = self._scrape = (text, _answer(Response(text, media_type=CONTENT_TYPE_LATEST)))
+            cached = self._scrape = (text, _answer(_scrape_response(text)))
         return cached[1]
