@@ -55,13 +55,8 @@ class TokenBuckets:
         return (1 - tokens) / self.rate
 
     def _evict(self, now: float) -> None:
-        buckets = self._buckets
-        # Oldest first: stop at the first client seen recently enough to still owe tokens.
-        while buckets:
-            client, (_, at) = next(iter(buckets.items()))
-            if now - at < self._full_after and len(buckets) < self.max_clients:
-                break
-            del buckets[client]
+        # A bucket idle for `_full_after` is full again: it owes nothing.
+        _evict_stale(self._buckets, now, self._full_after, self.max_clients)
 
 
 def retry_after(seconds: float) -> str:
@@ -119,10 +114,15 @@ class Pacer:
         return max(0.0, wait)
 
     def _evict(self, now: float) -> None:
-        schedules = self._free_at
-        # Oldest first: a client last seen more than the horizon ago has caught up with the clock.
-        while schedules:
-            client, (_, seen) = next(iter(schedules.items()))
-            if now - seen < self._horizon and len(schedules) < self.max_clients:
-                break
-            del schedules[client]
+        # A client last seen more than the horizon ago has caught up with the clock.
+        _evict_stale(self._free_at, now, self._horizon, self.max_clients)
+
+
+def _evict_stale(entries: OrderedDict[str, tuple[float, float]], now: float, idle_s: float, max_entries: int) -> None:
+    """Forget clients, least recently seen first, while the oldest was last seen `idle_s` or
+    more ago or the map is full (entries: client -> (state, when last seen))."""
+    while entries:
+        client, (_, seen) = next(iter(entries.items()))
+        if now - seen < idle_s and len(entries) < max_entries:
+            break
+        del entries[client]
