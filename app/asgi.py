@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiormq.exceptions import AMQPConnectionError
 from faststream.asgi import AsgiFastStream
 from starlette.types import Receive, Scope, Send
 
 from app.backoff import patiently
 from app.http.probes import ProbeAnswers
+from app.messaging.broker import broker_unreachable
 
 
 class PaymentApp(AsgiFastStream):
@@ -47,7 +47,7 @@ class PaymentApp(AsgiFastStream):
         await patiently(
             super()._start_broker,
             what="RabbitMQ",
-            retry_on=lambda error: isinstance(error, (OSError, AMQPConnectionError)),
+            retry_on=broker_unreachable,
             initial_s=0.5,
         )
 

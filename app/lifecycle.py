@@ -13,11 +13,11 @@ import gc
 from typing import TYPE_CHECKING
 
 import asyncpg
-from aiormq.exceptions import AMQPConnectionError
 from loguru import logger
 
 from app import __version__
 from app.backoff import patiently
+from app.messaging.broker import broker_unreachable
 from app.observability.tracing import shutdown_tracing
 from app.persistence.schema_version import at_head
 
@@ -64,7 +64,7 @@ class Lifecycle:
             await declared.bind(c.topology.exchange.name, routing_key=routing_key)
         # Outcomes go out on a connection of their own (a message consumed before this point
         # opens it itself); opened here so that a refused connection shows at start-up.
-        await patiently(c.outbound.open, what="RabbitMQ (outcomes)", retry_on=_broker_unreachable, initial_s=0.5)
+        await patiently(c.outbound.open, what="RabbitMQ (outcomes)", retry_on=broker_unreachable, initial_s=0.5)
         c.marks.start()
         c.reconciler.start()
         await c.watch.start()
@@ -100,10 +100,6 @@ class Lifecycle:
         if c.tracer is not None and self.owns_tracer:
             await shutdown_tracing(c.tracer)
         logger.info("shutdown complete")
-
-
-def _broker_unreachable(error: BaseException) -> bool:
-    return isinstance(error, (OSError, AMQPConnectionError))
 
 
 def _database_unreachable(error: BaseException) -> bool:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aiormq.exceptions import AMQPConnectionError
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.schemas import Channel
 
 from app.config import Settings
+
+# Both AMQP connections (the broker's and the outcomes' own) try again this often after a loss.
+RECONNECT_INTERVAL_S = 2.0
 
 
 def build_broker(settings: Settings, middlewares: tuple[Any, ...] = ()) -> RabbitBroker:
@@ -18,7 +22,7 @@ def build_broker(settings: Settings, middlewares: tuple[Any, ...] = ()) -> Rabbi
         default_channel=Channel(prefetch_count=settings.consumer_concurrency, publisher_confirms=True),
         # Stop waits for in-flight handlers this long; the rest stay unacked for another replica.
         graceful_timeout=settings.shutdown_grace_seconds,
-        reconnect_interval=2.0,
+        reconnect_interval=RECONNECT_INTERVAL_S,
         middlewares=middlewares,
         log_level=logging.DEBUG,  # FastStream's per-message lines at DEBUG
         # No per-message dependency injection: the consumers decode the body themselves (a
@@ -31,3 +35,8 @@ def build_broker(settings: Settings, middlewares: tuple[Any, ...] = ()) -> Rabbi
         # Documented server, independent of the local environment.
         specification_url="amqp://foodies-rabbitmq:5672/",
     )
+
+
+def broker_unreachable(error: BaseException) -> bool:
+    """Whether connecting failed because RabbitMQ is not there (yet): worth waiting for."""
+    return isinstance(error, (OSError, AMQPConnectionError))

@@ -32,6 +32,8 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import DeliveryError
 from loguru import logger
 
+from app.messaging.broker import RECONNECT_INTERVAL_S
+
 CONTENT_TYPE = "application/json"
 PERSISTENT = 2
 
@@ -46,7 +48,7 @@ class OutcomeChannel:
         *,
         tracer_provider: Any = None,
         ready_timeout_s: float = 10.0,
-        reconnect_interval_s: float = 2.0,
+        reconnect_interval_s: float = RECONNECT_INTERVAL_S,
         name: str = "payment-service outcomes",
     ) -> None:
         self.amqp_url = amqp_url
